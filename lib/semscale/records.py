@@ -1,0 +1,94 @@
+"""Atomic result files and the provenance every result carries."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "seaborn", "matplotlib", "papermill")
+
+
+def _atomic_write(path: str | os.PathLike, write) -> Path:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def write_json_atomic(path, obj) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_csv_atomic(path, frame: pd.DataFrame, **to_csv_kwargs) -> Path:
+    to_csv_kwargs.setdefault("index", False)
+    return write_bytes_atomic(path, frame.to_csv(**to_csv_kwargs).encode())
+
+
+def save_torch_atomic(path, obj) -> Path:
+    import torch
+
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str:
+    """The checkout's commit, with '+dirty' when tracked files differ from it; 'unknown' outside git."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def package_versions(names=PACKAGES) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_name(device=None) -> str:
+    import torch
+
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def provenance(device=None) -> dict:
+    """What every result records about where it came from."""
+    return {
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "device": device_name(device),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }

@@ -1,0 +1,79 @@
+"""The notebooks: committed clean, profiles valid, and every one runs in the smoke profile."""
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from semscale import notebooks as runner
+
+NOTEBOOKS = runner.notebook_paths()
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no numbered notebooks found in notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_with_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code_cells), f"{path.name} has outputs: clear them before committing"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    parsed = set(runner.papermill.inspect_notebook(str(path)))
+    assigned = {m.group(1) for m in re.finditer(r"^(\w+)\s*=", tagged[0].source, re.M)}
+    assert assigned == parsed, f"papermill cannot parse {assigned - parsed} (a comment with '=' breaks it)"
+    assert {"profile", "out_dir"} <= parsed
+
+
+@pytest.mark.parametrize("profile", runner.PROFILES)
+def test_profiles_name_real_notebooks_and_parameters(profile):
+    assert set(runner.load_profile(profile)) <= {p.stem for p in NOTEBOOKS}
+
+
+def write_notebook(path, parameters, body=""):
+    cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_profile_errors_name_what_is_valid(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    write_notebook(tmp_path / "01_x.ipynb", "profile = 'default'\nout_dir = '.'\nsteps = 1")
+    (tmp_path / "profiles" / "smoke.yaml").write_text("02_missing: {}\n")
+    with pytest.raises(SystemExit, match="01_x"):
+        runner.load_profile("smoke", tmp_path)
+    (tmp_path / "profiles" / "smoke.yaml").write_text("01_x: {stepz: 2}\n")
+    with pytest.raises(SystemExit, match="stepz.*steps"):
+        runner.load_profile("smoke", tmp_path)
+    with pytest.raises(SystemExit, match="smoke, default, paper"):
+        runner.load_profile("fast", tmp_path)
+
+
+def test_runner_goes_on_past_a_failing_notebook(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "profiles").mkdir(parents=True)
+    write_notebook(notebooks / "01_fails.ipynb", "profile = 'default'\nout_dir = '.'", "raise ValueError('boom')")
+    write_notebook(notebooks / "02_works.ipynb", "profile = 'default'\nout_dir = '.'", "open(out_dir + '/done.txt', 'w').write(profile)")
+    (notebooks / "profiles" / "smoke.yaml").write_text("{}\n")
+    runs = runner.run_study("smoke", results_root=tmp_path / "results", notebooks_dir=notebooks)
+    assert [r.ok for r in runs] == [False, True]
+    assert "boom" in runs[0].error
+    assert (tmp_path / "results" / "smoke" / "02_works" / "done.txt").read_text() == "smoke"
+    assert "1 ok, 1 failed" in runner.summary_text(runs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_profile(path, tmp_path):
+    (run,) = runner.run_study("smoke", only=path.stem, results_root=tmp_path)
+    assert run.ok, run.error
+    executed = json.loads(run.executed.read_text())
+    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    pngs = sorted(run.outputs.glob("*.png"))
+    assert pngs, f"{path.stem} wrote no figure"
+    assert all(p.with_suffix(".pdf").exists() for p in pngs)
+    assert list(run.outputs.glob("*.csv")), f"{path.stem} wrote no table"
