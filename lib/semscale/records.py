@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "seaborn", "matplotlib", "papermill")
 
 
@@ -22,6 +25,7 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
