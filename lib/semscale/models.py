@@ -1,0 +1,269 @@
+"""Networks of the training engine (PAPER.md §5): ResNet-32 for CIFAR, ResNet-18/34 for 32×32 inputs, a small CNN.
+
+Every model exposes its penultimate feature, which DSB's storage pool and the semantic-scale
+measurements read::
+
+    model.features(x)              -> (N, F)       penultimate feature (after global average pooling)
+    model.classifier               -> nn.Linear or NormedLinear, F -> num_classes
+    model(x)                       == model.classifier(model.features(x))
+    model.forward_with_features(x) -> (logits, features), one pass
+
+``build_model(name, num_classes, in_channels=3, normed_classifier=False)`` builds one of ``MODELS``.
+
+* ``resnet32`` is LDAM-DRW's ResNet-32 (Cao et al. 2019, ``models/resnet_cifar.py``, after Idelbayev's
+  CIFAR ResNets): 3×3 stem with 16 channels, three stages of five BasicBlocks with 16/32/64 channels,
+  option-A shortcuts (stride-2 subsampling plus zero-padded channels, no parameters), Kaiming-normal
+  initialisation of every conv and linear weight, global average pooling, 64-d feature.
+  463,504 parameters without the head; with a linear head over 10 classes 464,154 (the published 0.46 M).
+* ``resnet18`` / ``resnet34`` are torchvision's networks with the usual small-image stem: the 7×7
+  stride-2 conv becomes a 3×3 stride-1 conv and the max-pool is removed; torchvision's blocks and
+  initialisation are kept. 512-d feature.
+* ``cnn`` is a small network for MNIST-sized smoke runs: two conv-BN-ReLU-maxpool stages (32, 64
+  channels), adaptive average pooling to 2×2 and a 256→128 linear+ReLU layer; 128-d feature, any input
+  size from 28 to 64 (anything ≥ 4 pixels works).
+
+All forwards are free of Python branching on tensor values, so the models run under
+``torch.compile``, bf16 autocast and channels_last memory format.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+MODELS = ("resnet32", "resnet18", "resnet34", "cnn")
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "NormedLinear",
+    "FeatureModel",
+    "ResNet32",
+    "TorchvisionResNet",
+    "SmallCNN",
+    "resnet32_param_count",
+]
+
+
+class NormedLinear(nn.Module):
+    """Cosine classifier of LDAM: ``normalize(x, dim=1) @ normalize(W, dim=0)``, outputs in [-1, 1].
+
+    The weight is (in_features, out_features), as in LDAM-DRW, initialised by
+    ``uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)`` (every column rescaled to norm ≤ 1).
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.weight = nn.Parameter(torch.empty(self.in_features, self.out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1).mm(F.normalize(self.weight, dim=0))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _make_classifier(in_features: int, num_classes: int, normed: bool) -> nn.Module:
+    return NormedLinear(in_features, num_classes) if normed else nn.Linear(in_features, num_classes)
+
+
+class FeatureModel(nn.Module):
+    """Base class: subclasses define ``features`` and set ``classifier`` and ``feature_dim``."""
+
+    feature_dim: int
+    classifier: nn.Module
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features(x)
+        return self.classifier(feats), feats
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-32 (LDAM-DRW)
+
+
+class ShortcutA(nn.Module):
+    """Option-A shortcut: ``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))`` with ``p = planes // 4``.
+
+    LDAM-DRW writes it as a ``LambdaLayer`` around a lambda; a named module does the same and can be
+    pickled and deep-copied.
+    """
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad), "constant", 0.0)
+
+    def extra_repr(self) -> str:
+        return f"pad_channels={self.pad}"
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut: nn.Module = ShortcutA(planes)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+def _kaiming_init(m: nn.Module) -> None:
+    # LDAM-DRW's _weights_init: Kaiming-normal weights of every Linear and Conv2d (NormedLinear is
+    # neither and keeps its own initialisation; biases keep PyTorch's defaults).
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        nn.init.kaiming_normal_(m.weight)
+
+
+class ResNet32(FeatureModel):
+    """LDAM-DRW's ResNet-32 for CIFAR (``ResNet_s(BasicBlock, [5, 5, 5])``); 64-d feature."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, normed_classifier: bool = False,
+                 num_blocks: tuple[int, int, int] = (5, 5, 5)):
+        super().__init__()
+        self.in_planes = 16
+        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._make_layer(16, num_blocks[0], stride=1)
+        self.layer2 = self._make_layer(32, num_blocks[1], stride=2)
+        self.layer3 = self._make_layer(64, num_blocks[2], stride=2)
+        self.feature_dim = 64
+        self.classifier = _make_classifier(64, num_classes, normed_classifier)
+        self.apply(_kaiming_init)
+
+    def _make_layer(self, planes: int, n: int, stride: int) -> nn.Sequential:
+        layers = []
+        for s in [stride] + [1] * (n - 1):
+            layers.append(BasicBlock(self.in_planes, planes, s))
+            self.in_planes = planes * BasicBlock.expansion
+        return nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        # LDAM-DRW: F.avg_pool2d(out, out.size()[3]) — the same as a global mean for square inputs.
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+def resnet32_param_count(num_classes: int, in_channels: int = 3, normed_classifier: bool = False) -> int:
+    """Parameters of ``ResNet32`` from first principles (convs have no bias; BN has γ and β)."""
+
+    def conv(i: int, o: int) -> int:
+        return 9 * i * o
+
+    def bn(c: int) -> int:
+        return 2 * c
+
+    total = conv(in_channels, 16) + bn(16)
+    in_planes = 16
+    for planes in (16, 32, 64):
+        for _ in range(5):
+            total += conv(in_planes, planes) + bn(planes) + conv(planes, planes) + bn(planes)
+            in_planes = planes
+    total += 64 * num_classes + (0 if normed_classifier else num_classes)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-18 / ResNet-34 (torchvision, small-image stem)
+
+
+class TorchvisionResNet(FeatureModel):
+    """torchvision ResNet-18/34 with a 3×3 stride-1 stem and no max-pool; 512-d feature."""
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, normed_classifier: bool = False):
+        super().__init__()
+        ctor = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34}[depth]
+        net = ctor(weights=None, num_classes=num_classes)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
+        net.maxpool = nn.Identity()
+        self.feature_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.backbone = net
+        self.classifier = _make_classifier(self.feature_dim, num_classes, normed_classifier)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)  # conv1 .. layer4, avgpool, flatten; fc is Identity
+
+
+# ---------------------------------------------------------------------------------------------
+# small CNN
+
+
+class SmallCNN(FeatureModel):
+    """Two conv-BN-ReLU-maxpool stages (32, 64 channels), 2×2 adaptive average pool, 256→128 linear+ReLU."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, normed_classifier: bool = False,
+                 feature_dim: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(1),
+            nn.Linear(64 * 4, feature_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.feature_dim = feature_dim
+        self.classifier = _make_classifier(feature_dim, num_classes, normed_classifier)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, normed_classifier: bool = False) -> FeatureModel:
+    """Build one of ``MODELS`` (``normed_classifier=True`` gives LDAM's cosine head)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    num_classes = int(num_classes)
+    in_channels = int(in_channels)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    normed = bool(normed_classifier)
+    if name == "resnet32":
+        return ResNet32(num_classes, in_channels, normed)
+    if name == "resnet18":
+        return TorchvisionResNet(18, num_classes, in_channels, normed)
+    if name == "resnet34":
+        return TorchvisionResNet(34, num_classes, in_channels, normed)
+    return SmallCNN(num_classes, in_channels, normed)
