@@ -467,3 +467,14 @@ def test_tiny_imagenet_official_zip_layout(env, monkeypatch):
     assert test.labels.tolist() == [t[0] for t in expected_test]
     np.testing.assert_array_equal(test.images.numpy(), np.stack([t[1] for t in expected_test]))
     assert cached_files(d) == ["tiny-imagenet-test.pt", "tiny-imagenet-train.pt"]
+
+
+def test_default_n_max_is_ldams_on_balanced_data_and_fits_every_class_otherwise():
+    balanced = np.arange(5000) % 10
+    assert data.default_n_max(balanced, 100) == 500.0  # LDAM's len / C
+    mnist_counts = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    mnist_like = np.repeat(np.arange(10), mnist_counts)
+    assert data.default_n_max(mnist_like, 100) == 5923.0  # len / C = 6000 would ask class 0 for more than it has
+    assert data.default_n_max(mnist_like, 10, "step") == 5842.0  # the smallest head class (0..4)
+    subset = data.long_tailed_indices(mnist_like, 100)
+    assert np.bincount(mnist_like[subset.indices]).tolist() == data.long_tailed_counts(10, 100, 5923.0)

@@ -596,11 +596,16 @@ def long_tailed_counts(num_classes: int, imbalance_factor: float, n_max: float, 
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not n_max > 0:
         raise ValueError(f"n_max must be > 0, got {n_max!r}")
+    return [int(n_max * share) for share in _long_tailed_shares(num_classes, imbalance_factor, profile)]
+
+
+def _long_tailed_shares(num_classes: int, imbalance_factor: float, profile: str) -> list[float]:
+    """n_i / n_max per class, computed as LDAM does so that ``int(n_max * share)`` matches it bit for bit."""
     imb_factor = 1 / _check_if(imbalance_factor)  # LDAM's imb_factor (e.g. 0.01 == 1 / 100 exactly)
     if profile == "exp":
-        return [int(n_max * (imb_factor ** (i / (num_classes - 1.0)))) for i in range(num_classes)]
+        return [imb_factor ** (i / (num_classes - 1.0)) for i in range(num_classes)]
     head = num_classes // 2
-    return [int(n_max)] * head + [int(n_max * imb_factor)] * (num_classes - head)
+    return [1.0] * head + [imb_factor] * (num_classes - head)
 
 
 def _ldam_select(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:
@@ -627,14 +632,29 @@ def _ldam_select(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.nda
     return np.concatenate(chosen).astype(np.int64)
 
 
+def default_n_max(labels, imbalance_factor: float, profile: str = "exp") -> float:
+    """LDAM's ``len(labels) / C``, lowered where needed to the largest n_max every class can supply.
+
+    On balanced data (CIFAR, Tiny-ImageNet) this is LDAM's value, so subsets match LDAM's bit for bit;
+    on MNIST, whose class 0 has 5923 < 6000 images, it is 5923.
+    """
+    labels = _labels_np(labels)
+    available = np.unique(labels, return_counts=True)[1]
+    shares = np.array(_long_tailed_shares(len(available), imbalance_factor, profile))
+    return float(min(len(labels) / len(available), np.min(available / shares)))
+
+
 def long_tailed_indices(labels, imbalance_factor: float, n_max: float | None = None, profile: str = "exp", seed: int = 0) -> Subset:
     """LDAM-DRW's long-tailed subset (IMBALANCECIFAR10/100 with ``rand_number=seed``), bit for bit.
 
-    ``n_max`` defaults to ``len(labels) / C`` as in LDAM. Indices are concatenated in class order.
+    ``n_max`` defaults to :func:`default_n_max` (LDAM's ``len(labels) / C`` on balanced data).
+    Indices are concatenated in class order.
     """
     labels = _labels_np(labels)
     num_classes = len(np.unique(labels))
-    counts = long_tailed_counts(num_classes, imbalance_factor, len(labels) / num_classes if n_max is None else n_max, profile)
+    if n_max is None:
+        n_max = default_n_max(labels, imbalance_factor, profile)
+    counts = long_tailed_counts(num_classes, imbalance_factor, n_max, profile)
     return make_subset(_ldam_select(labels, counts, seed))
 
 
