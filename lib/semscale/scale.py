@@ -359,17 +359,23 @@ def sample_features(images, size: int = 16, *, chunk_size: int = 4096, device=No
     is taken as already in [0, 1]. Each image is resized to size × size (bilinear, antialiased),
     grayscale is repeated to 3 channels, and the result flattened channel-major (d = 768 for 16).
     """
-    images = _as_tensor(images, "images")
+    images = _as_images(images)
     device = torch.device(device) if device is not None else images.device
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (N, C, H, W) with C in (1, 3) or (N, H, W), got shape {tuple(images.shape)}")
     n = images.shape[0]
     out = torch.empty(n, 3 * size * size, dtype=dtype, device=device)
     for start in range(0, n, chunk_size):
         out[start : start + chunk_size] = _pixels(images[start : start + chunk_size].to(device), size).to(dtype)
     return out
+
+
+def _as_images(images) -> torch.Tensor:
+    """(N, C, H, W) view of ``images`` ((N, H, W) gains a channel axis); C must be 1 or 3."""
+    images = _as_tensor(images, "images")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (N, C, H, W) with C in (1, 3) or (N, H, W), got shape {tuple(images.shape)}")
+    return images
 
 
 def _pixels(chunk: torch.Tensor, size: int) -> torch.Tensor:
@@ -404,12 +410,8 @@ def sample_volume(
     _check_form(form)
     eps = _check_eps(eps)
     C = _check_num_classes(num_classes)
-    images = _as_tensor(images, "images")
+    images = _as_images(images)
     device = torch.device(device) if device is not None else images.device
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (N, C, H, W) with C in (1, 3) or (N, H, W), got shape {tuple(images.shape)}")
     n = images.shape[0]
     labels = _check_labels(_as_tensor(labels, "labels", device), n)
     _check_label_range(labels, C)
