@@ -93,18 +93,6 @@ class PILImageDataset(Dataset):
         return self.transform(Image.fromarray(self.data[index])), self.targets[index]
 
 
-def ldam_learning_rate(epoch: int, base_lr: float = 0.1) -> float:
-    """LDAM-DRW's adjust_learning_rate for 0-based ``epoch`` (5 warm-up epochs, ×0.01 after 160, ×1e-4 after 180)."""
-    epoch += 1
-    if epoch <= 5:
-        return base_lr * epoch / 5
-    if epoch > 180:
-        return base_lr * 1e-4
-    if epoch > 160:
-        return base_lr * 1e-2
-    return base_lr
-
-
 def reference_train_epoch(model, loader, criterion, optimizer, device) -> tuple[float, float]:
     """LDAM-DRW's train(): per step, inputs to the device, forward, loss, loss.item() and top-1 metering, SGD step.
 
@@ -159,10 +147,11 @@ def run_reference(epochs: int, workers: int, device: torch.device) -> dict:
         optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, weight_decay=2e-4)
         setup = now(device) - start
 
+        schedule = engine.TrainConfig(dataset=DATASET, epochs=PROTOCOL_EPOCHS)  # LDAM's 200-epoch schedule, lr 0.1
         rows = []
         for epoch in range(epochs):
             for group in optimizer.param_groups:
-                group["lr"] = ldam_learning_rate(epoch)
+                group["lr"] = engine.learning_rate(schedule, epoch + 1)
             t0 = now(device)
             train_loss, train_acc = reference_train_epoch(model, train_loader, criterion, optimizer, device)
             t1 = now(device)

@@ -709,6 +709,11 @@ def _check_same_config(saved: dict, config: TrainConfig) -> None:
 # train
 
 
+def train_class_accuracy(run: Run, state: EpochState) -> np.ndarray:
+    """Per-class accuracy of the epoch's running training counts (what CDB's difficulty is computed from)."""
+    return state.correct.cpu().numpy() / np.maximum(run.data.train_counts, 1)
+
+
 def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
     """After a complete epoch: CDB update, pool and epoch rows, evaluation when due. Returns the test metrics or None."""
     c, n = run.config, len(run.data.train_labels)
@@ -716,7 +721,7 @@ def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
     if not math.isfinite(train_loss):
         raise FloatingPointError(f"training loss is {train_loss} in epoch {state.epoch}: lower the learning rate?")
     correct = state.correct.cpu().numpy()
-    run.loss.update_class_accuracy(torch.from_numpy(correct / np.maximum(run.data.train_counts, 1)))
+    run.loss.update_class_accuracy(torch.from_numpy(train_class_accuracy(run, state)))
     if run.pool is not None:
         history["pool"] += pool_table(run, state.epoch).to_dict("records")
     start = time.perf_counter()
@@ -829,7 +834,7 @@ def _finish(run: Run, out: Path, history: dict, test: dict, state: EpochState) -
         "test_count": test_total,
         "group": metrics.shot_groups(d.train_counts),
         "accuracy": test["per_class"],
-        "train_accuracy": state.correct.cpu().numpy() / np.maximum(d.train_counts, 1),
+        "train_accuracy": train_class_accuracy(run, state),
     }).merge(pool_table(run), on="class")
     records.write_csv_atomic(out / "per_class.csv", per_class)
     records.save_torch_atomic(out / "model.pt", run.model.state_dict())
