@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from semscale import data, records
+from semscale.config import COMPILE_MODES
 from semscale import train as engine
 from semscale.models import build_model
 
@@ -309,7 +310,7 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="reference DataLoader workers (default: min(4, cores))")
     p.add_argument("--variants", default="plain,pool,dsb",
                    help="engine runs, comma-separated: plain (no pool), pool (the default baseline: pool tracked, no DSB), dsb")
-    p.add_argument("--compile-mode", default="default", choices=[m for m in engine.COMPILE_MODES if m != "none"],
+    p.add_argument("--compile-mode", default="default", choices=[m for m in COMPILE_MODES if m != "none"],
                    help="torch.compile mode of the compiled engine runs (CUDA only)")
     p.add_argument("--compile", default="auto", choices=("auto", "off", "only"),
                    help="engine runs with torch.compile: auto = eager and compiled on CUDA, eager on CPU; off = eager only; "

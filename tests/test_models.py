@@ -185,3 +185,15 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError):
         build_model("cnn", 0)
     assert MODELS == ("resnet32", "resnet18", "resnet34", "cnn")
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet32"])
+def test_logits_leave_the_classifier_in_float32_under_autocast(name):
+    in_channels = 1 if name == "cnn" else 3
+    model = build_model(name, 10, in_channels).eval()
+    x = torch.randn(4, in_channels, 28 if name == "cnn" else 32, 28 if name == "cnn" else 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, features = model.forward_with_features(x)
+        assert model(x).dtype == torch.float32
+    assert logits.dtype == torch.float32
+    assert features.dtype == torch.bfloat16  # the trunk still runs in bf16

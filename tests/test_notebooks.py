@@ -66,6 +66,54 @@ def test_runner_goes_on_past_a_failing_notebook(tmp_path):
     assert "1 ok, 1 failed" in runner.summary_text(runs)
 
 
+def _two_notebooks(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "profiles").mkdir(parents=True)
+    write_notebook(notebooks / "01_steps.ipynb", "profile = 'default'\nout_dir = '.'\nsteps = 1",
+                   "open(out_dir + '/steps.txt', 'w').write(str(steps))")
+    write_notebook(notebooks / "02_plain.ipynb", "profile = 'default'\nout_dir = '.'\nwidth = 3",
+                   "open(out_dir + '/names.txt', 'w').write(' '.join(sorted(k for k in globals() if not k.startswith('_'))))")
+    (notebooks / "profiles" / "smoke.yaml").write_text("{}\n")
+    return notebooks
+
+
+def test_unknown_param_is_an_error_before_any_notebook_runs(tmp_path):
+    notebooks = _two_notebooks(tmp_path)
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit, match=r"stepz.*steps.*width"):
+        runner.run_study("smoke", overrides={"stepz": 2}, results_root=results, notebooks_dir=notebooks)
+    assert not results.exists()
+    # valid names are those of the selected notebooks only
+    with pytest.raises(SystemExit, match=r"width"):
+        runner.run_study("smoke", only="01", overrides={"width": 2}, results_root=results, notebooks_dir=notebooks)
+    with pytest.raises(SystemExit, match=r"out_dir.*runner"):
+        runner.run_study("smoke", overrides={"out_dir": "/tmp"}, results_root=results, notebooks_dir=notebooks)
+    assert not results.exists()
+
+
+def test_param_goes_only_to_notebooks_that_have_it(tmp_path):
+    notebooks = _two_notebooks(tmp_path)
+    runs = runner.run_study("smoke", overrides={"steps": 5}, results_root=tmp_path / "results", notebooks_dir=notebooks)
+    assert [r.ok for r in runs] == [True, True], [r.error for r in runs]
+    out = tmp_path / "results" / "smoke"
+    assert (out / "01_steps" / "steps.txt").read_text() == "5"
+    names = (out / "02_plain" / "names.txt").read_text().split()
+    assert "width" in names and "steps" not in names  # not injected where it is no parameter
+
+
+def test_runner_kernel_is_headless(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMSCALE_HEADLESS", raising=False)
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "profiles").mkdir(parents=True)
+    write_notebook(notebooks / "01_env.ipynb", "profile = 'default'\nout_dir = '.'",
+                   "import os\nopen(out_dir + '/headless.txt', 'w').write(repr(os.environ.get('SEMSCALE_HEADLESS')))")
+    (notebooks / "profiles" / "smoke.yaml").write_text("{}\n")
+    (run,) = runner.run_study("smoke", results_root=tmp_path / "results", notebooks_dir=notebooks)
+    assert run.ok, run.error
+    assert (run.outputs / "headless.txt").read_text() == "'1'"
+    assert "SEMSCALE_HEADLESS" not in runner.os.environ  # restored afterwards
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_profile(path, tmp_path):
     (run,) = runner.run_study("smoke", only=path.stem, results_root=tmp_path)

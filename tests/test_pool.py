@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semscale import losses, scale
+from semscale import losses, pipeline, scale
 from semscale import train as engine
 from semscale.pool import FeaturePool, pooled, stage
 
@@ -115,19 +115,19 @@ def test_pool_holds_each_samples_pooled_feature_after_an_epoch():
     # lr = 0: the weights do not move, so every batch can be recomputed afterwards with the same model
     config = _config(lr=0.0, batch_size=100)
     device = torch.device("cpu")
-    data = engine.load_data(config, device)
+    data = pipeline.load_data(config, device)
     run = engine.build_run(engine.resolve(config, data.train_counts), data, device)
     state = engine.new_epoch(run, 1)
     engine.train_epoch(run, state)
     assert run.pool.is_full()
 
-    generator = engine.epoch_generator(config.seed, 1, device)  # replay the epoch's permutation and augmentation
+    generator = pipeline.epoch_generator(config.seed, 1, device)  # replay the epoch's permutation and augmentation
     order = torch.randperm(len(data.train_labels), generator=generator)
     assert torch.equal(order, state.order)
     expected = torch.full_like(run.pool.features, float("nan"))
     with torch.no_grad():
         for ids in order.split(config.batch_size):
-            x = engine.to_input(engine.augment(data.train_images[ids], config, generator), data.mean, data.std, run.memory_format)
+            x = pipeline.to_input(pipeline.augment(data.train_images[ids], config, generator), data.mean, data.std, run.memory_format)
             expected[ids] = pooled(run.model.features(x))
     torch.testing.assert_close(run.pool.features, expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(run.pool.labels, data.train_labels)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from semscale.scale import (
+    PIXEL_SCALES,
     class_centers,
     class_volumes,
     dsb_weights,
@@ -405,6 +406,41 @@ def test_sample_volume_rgb_and_numpy():
     np.testing.assert_allclose(v.numpy(), ref.numpy(), rtol=1e-9)
     with pytest.raises(ValueError, match="images"):
         sample_volume(images[:, :2], labels, 3)
+
+
+def test_pixel_scale_255_equals_eps_1_over_255():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (40, 3, 20, 20), dtype=torch.uint8, generator=g)
+    labels = torch.arange(40) % 4
+    assert PIXEL_SCALES == (1.0, 255.0)
+    at_255 = sample_volume(images, labels, 4, pixel_scale=255.0)
+    np.testing.assert_allclose(at_255.numpy(), sample_volume(images, labels, 4, eps=1 / 255).numpy(), rtol=1e-9)
+    assert bool((at_255 > sample_volume(images, labels, 4) + 1.0).all())  # the scale matters
+    np.testing.assert_allclose(
+        sample_features(images, pixel_scale=255.0).numpy(), 255.0 * sample_features(images).numpy(), rtol=1e-6
+    )
+    # any positive scale: features multiplied after the [0, 1] conversion
+    np.testing.assert_allclose(
+        sample_volume(images, labels, 4, pixel_scale=2.0).numpy(), sample_volume(images, labels, 4, eps=0.5).numpy(), rtol=1e-9
+    )
+
+
+def test_pixel_scale_default_is_1():
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (30, 1, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.arange(30) % 3
+    assert torch.equal(sample_volume(images, labels, 3), sample_volume(images, labels, 3, pixel_scale=1.0))
+    assert torch.equal(sample_features(images), sample_features(images, pixel_scale=1.0))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_pixel_scale_rejects_non_positive_or_non_finite(bad):
+    images = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"pixel_scale.*positive.*255"):
+        sample_volume(images, labels, 2, pixel_scale=bad)
+    with pytest.raises(ValueError, match=r"pixel_scale.*positive.*255"):
+        sample_features(images, pixel_scale=bad)
 
 
 def test_deterministic_mode_and_repeatability(rng):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from semscale import losses
+from semscale import losses, pipeline
 from semscale import train as engine
 from semscale.train import ConfigError, TrainConfig, TrainingInterrupted
 
@@ -63,7 +63,7 @@ def test_exponential_and_cosine_schedules():
 
 def test_random_crop_takes_a_window_of_the_zero_padded_image():
     images = torch.randint(1, 256, (64, 3, 6, 5), dtype=torch.uint8)
-    out = engine.random_crop(images, 2, torch.Generator().manual_seed(0))
+    out = pipeline.random_crop(images, 2, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.dtype == torch.uint8
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     offsets = set()
@@ -72,13 +72,13 @@ def test_random_crop_takes_a_window_of_the_zero_padded_image():
         assert found, f"image {i} is not a window of its padded image"
         offsets.add(found[0])
     assert len(offsets) > 10  # offsets differ between images
-    again = engine.random_crop(images, 2, torch.Generator().manual_seed(0))
+    again = pipeline.random_crop(images, 2, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
 
 
 def test_random_flip_flips_about_half():
     images = torch.randint(0, 256, (200, 1, 4, 4), dtype=torch.uint8)
-    out = engine.random_flip(images, torch.Generator().manual_seed(0))
+    out = pipeline.random_flip(images, torch.Generator().manual_seed(0))
     same = [torch.equal(o, x) for o, x in zip(out, images)]
     flipped = [torch.equal(o, x.flip(2)) for o, x in zip(out, images)]
     assert all(s or f for s, f in zip(same, flipped))
@@ -89,7 +89,7 @@ def test_epoch_generator_depends_on_seed_and_epoch_only():
     cpu = torch.device("cpu")
 
     def perm(seed, epoch):
-        return torch.randperm(100, generator=engine.epoch_generator(seed, epoch, cpu))
+        return torch.randperm(100, generator=pipeline.epoch_generator(seed, epoch, cpu))
 
     assert torch.equal(perm(0, 3), perm(0, 3))
     assert not torch.equal(perm(0, 3), perm(0, 4)) and not torch.equal(perm(0, 3), perm(1, 3))
@@ -157,7 +157,7 @@ def test_resume_after_stop_is_bit_identical(tmp_path, straight_run):
 
 def test_sigint_mid_epoch_checkpoints_and_resumes_bit_identically(tmp_path, straight_run, monkeypatch):
     calls = {"n": 0}
-    real_augment = engine.augment
+    real_augment = pipeline.augment
 
     def augment_then_interrupt(*args):
         calls["n"] += 1
@@ -165,12 +165,13 @@ def test_sigint_mid_epoch_checkpoints_and_resumes_bit_identically(tmp_path, stra
             os.kill(os.getpid(), signal.SIGINT)
         return real_augment(*args)
 
-    monkeypatch.setattr(engine, "augment", augment_then_interrupt)
+    monkeypatch.setattr(pipeline, "augment", augment_then_interrupt)
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a background job, default_int_handler otherwise
     with pytest.raises(TrainingInterrupted, match="epoch 2, iteration 3/9") as interrupted:
         engine.train(_config(**RESUME_CONFIG), tmp_path)
     assert interrupted.value.signum == signal.SIGINT
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    monkeypatch.setattr(engine, "augment", real_augment)
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
+    monkeypatch.setattr(pipeline, "augment", real_augment)
     engine.train(_config(**RESUME_CONFIG), tmp_path, resume=True)
     _assert_same_results(straight_run, tmp_path)
 
@@ -189,15 +190,49 @@ def test_resume_of_a_finished_run_returns_its_record(tmp_path):
     assert engine.train(_config(epochs=1, progress=True), tmp_path, resume=True) == json.loads(json.dumps(record))
 
 
-def test_cdb_gets_training_accuracy_and_drw_zero_based_epochs(tmp_path, monkeypatch):
-    seen = {"acc": [], "epoch": []}
-    monkeypatch.setattr(losses.ClassWeightedLoss, "update_class_accuracy", lambda self, acc: seen["acc"].append(acc))
-    monkeypatch.setattr(losses.ClassWeightedLoss, "set_epoch", lambda self, e, total: seen["epoch"].append((e, total)))
+def test_drw_gets_zero_based_epochs(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(losses.ClassWeightedLoss, "set_epoch", lambda self, e, total: seen.append((e, total)))
     engine.train(_config(reweight="drw"), tmp_path)
-    assert seen["epoch"] == [(0, 3), (1, 3), (2, 3)]
-    assert len(seen["acc"]) == 3
-    per_class = pd.read_csv(tmp_path / "per_class.csv")
-    np.testing.assert_array_equal(seen["acc"][-1].numpy(), per_class.train_accuracy.to_numpy())
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_heldout_split_is_balanced_and_outside_the_subset_where_it_can_be():
+    labels = np.repeat(np.arange(3), [10, 40, 40])
+    subset = np.concatenate([np.arange(10), np.arange(10, 20), np.arange(50, 55)])  # class 0 fully used
+    index, from_subset = pipeline.heldout_indices(labels, subset, per_class=8, seed=0)
+    assert np.bincount(labels[index], minlength=3).tolist() == [8, 8, 8]
+    assert from_subset == [8, 0, 0]
+    assert not set(index[labels[index] > 0]) & set(subset)
+    again, _ = pipeline.heldout_indices(labels, subset, per_class=8, seed=0)
+    np.testing.assert_array_equal(index, again)
+
+
+def test_cdb_difficulty_is_eval_mode_accuracy_on_the_heldout_split(tmp_path, monkeypatch):
+    seen = []
+    real_update = losses.ClassWeightedLoss.update_class_accuracy
+
+    def spy(self, acc):
+        seen.append(acc.clone())
+        real_update(self, acc)
+
+    monkeypatch.setattr(losses.ClassWeightedLoss, "update_class_accuracy", spy)
+    record = engine.train(_config(reweight="cdb", cdb_heldout=5), tmp_path)
+    assert len(seen) == 3 and record["engine"]["cdb"]["tau"] == "dynamic-v1"
+    # the last update is the final model's accuracy in eval mode on 5 unused training images per class
+    config = engine.resolve(_config(reweight="cdb", cdb_heldout=5, device="cpu"), np.asarray(record["subset"]["class_counts"]))
+    train_data = pipeline.load_data(config, torch.device("cpu"), heldout=True)
+    assert np.bincount(train_data.heldout_labels.numpy()).tolist() == [5] * 10
+    # digits-lt10 uses every image of class 0 (n_max), so its 5 come from the subset
+    assert record["engine"]["cdb"]["heldout_from_subset"] == train_data.heldout_from_subset == [5] + [0] * 9
+    model = engine.build_model(config, 10, 1, torch.device("cpu"))
+    model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    model.eval()
+    x = pipeline.to_input(train_data.heldout_images, train_data.mean, train_data.std)
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == train_data.heldout_labels).float()
+    expected = torch.zeros(10).index_add_(0, train_data.heldout_labels, correct) / 5
+    np.testing.assert_allclose(seen[-1].numpy(), expected.numpy())
 
 
 def test_seeds_write_a_summary(tmp_path):
@@ -295,3 +330,33 @@ def test_cli_smoke_run_on_mnist_lt(tmp_path):
     history = pd.read_csv(out / "pool_history.csv")
     assert list(history.columns) == POOL_COLUMNS and len(history) == 20
     assert np.isfinite(history[["S_prime", "W", "S", "weight", "volume"]].to_numpy()).all()
+
+
+# --- protocol presets -------------------------------------------------------------------------------------------
+
+
+def test_protocol_presets_set_several_fields_and_explicit_fields_win():
+    sec3 = TrainConfig(dataset="mnist", protocol="paper-sec3")
+    assert (sec3.optimizer, sec3.lr, sec3.batch_size, sec3.weight_decay, sec3.schedule, sec3.lr_decay, sec3.augment) == \
+        ("adam", 0.01, 64, 0.0, "exponential", 0.98, False)
+    ldam = TrainConfig(dataset="cifar10-jpeg75")
+    assert (ldam.protocol, ldam.optimizer, ldam.lr, ldam.momentum, ldam.weight_decay, ldam.batch_size, ldam.schedule,
+            ldam.augment, ldam.crop_padding, ldam.flip) == ("ldam-cifar-lt", "sgd", 0.1, 0.9, 2e-4, 128, "ldam", True, 4, True)
+    assert ldam.normalization == "fixed" and TrainConfig(dataset="digits").normalization == "subset"
+    # an explicit value wins even where it equals another protocol's default
+    mixed = TrainConfig(dataset="mnist", protocol="paper-sec3", lr=0.1, augment=True)
+    assert mixed.lr == 0.1 and mixed.augment is True and mixed.optimizer == "adam"
+    assert engine.protocol_overrides(mixed) == {"lr": 0.1, "augment": True}
+    assert engine.protocol_overrides(sec3) == {}
+    with pytest.raises(ConfigError, match="valid choices: ldam-cifar-lt, paper-sec3"):
+        TrainConfig(dataset="mnist", protocol="sec3")
+
+
+def test_protocol_from_the_cli_and_in_the_record(tmp_path):
+    args = engine.build_parser().parse_args(["--dataset", "digits", "--protocol", "paper-sec3", "--batch-size", "32", "--out", "x"])
+    config = engine.config_from_args(args)
+    assert (config.optimizer, config.batch_size) == ("adam", 32)
+    record = engine.train(_config(protocol="paper-sec3", lr=None, batch_size=None, epochs=1), tmp_path)
+    assert record["protocol"] == {"name": "paper-sec3", "overrides": {}}
+    assert record["config"]["optimizer"] == "adam" and record["normalization"]["kind"] == "subset"
+    assert len(record["source_sha256"]) == 64

@@ -46,6 +46,8 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from .progress import show_progress
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "cifar10-jpeg75", "digits")
 SPLITS = ("train", "test")
@@ -514,8 +516,12 @@ def _read_cache(path: Path, accepted: dict[str, set[str]]) -> Split | None:
     return Split(obj["images"], obj["labels"], tuple(obj["classes"]))
 
 
-def load(name: str, split: str, *, progress: bool = True) -> Split:
-    """Images (uint8, N×C×H×W), labels (int64) and class names of one split of a dataset."""
+def load(name: str, split: str, *, progress: bool | None = None) -> Split:
+    """Images (uint8, N×C×H×W), labels (int64) and class names of one split of a dataset.
+
+    progress: progress bars while decoding the JPEG archives; None (default) draws them only on a
+    terminal or in a live notebook (``semscale.progress.show_progress``), never in headless logs.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     if split not in SPLITS:
@@ -534,6 +540,8 @@ def load(name: str, split: str, *, progress: bool = True) -> Split:
     fetched = {r.role: fetch(r) for r in needed}
     paths = {role: p for role, (p, _) in fetched.items()}
     try:
+        if progress is None:
+            progress = show_progress()
         kwargs = {"progress": progress} if name in _PROGRESS else {}
         decoded = _DECODERS[name](split, paths, **kwargs)
     except _DECODE_ERRORS as e:

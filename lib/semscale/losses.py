@@ -37,13 +37,15 @@ Reweightings (``REWEIGHTS``) — the loss's own ``r``, normalised to sum to C (m
             ``idx = epoch // 160`` with ``epoch`` in ``range(200)``): call ``set_epoch(epoch, total)`` before
             each epoch.
 * ``cdb``   class-wise difficulty-balanced (Sinha, Ohashi & Nakamura, ACCV 2020): with per-class accuracy
-            ``A_c`` (from ``update_class_accuracy``), difficulty ``d_c = 1 − A_c`` and ``r_c ∝ d_c^τ``. With
-            ``cdb_tau="dynamic"`` (the default), ``τ = 2 · sigmoid(b)``, ``b = max_c A_c / (min_c A_c + ε) − 1``,
-            ``ε = 0.01``: τ ≈ 1 when all classes are equally accurate, → 2 as the spread grows. This is the
-            dynamic τ of the official code's final version (``hitachi-rd-cv/CDB-loss``,
-            ``ImageNet-LT/loss/CDBSoftmaxLoss.py``, written there as
-            ``(1 − min d)/(1 − max d + ε) − 1``); its CIFAR-LT/EGTEA scripts carry an earlier variant,
-            ``τ = sigmoid(max A/(min A + ε))``, available as ``cdb_tau="dynamic-v1"``. A number fixes τ.
+            ``A_c`` (from ``update_class_accuracy``), difficulty ``d_c = 1 − A_c`` and ``r_c ∝ d_c^τ``. The
+            default ``cdb_tau="dynamic-v1"`` is the τ of CDB's CIFAR-LT script, which the CIFAR-LT experiments
+            of this study follow: ``τ = sigmoid(max A/(min A + ε))``, ``ε = 0.01`` (``hitachi-rd-cv/CDB-loss``,
+            CIFAR-LT/losses/cdb_loss.py lines 25-31, used by CIFAR-LT/cifar_train.py line 85).
+            ``cdb_tau="dynamic"`` is the official code's later form (ImageNet-LT/loss/CDBSoftmaxLoss.py),
+            ``τ = 2 · sigmoid(b)``, ``b = max_c A_c / (min_c A_c + ε) − 1``: τ ≈ 1 when all classes are equally
+            accurate, → 2 as the spread grows. A number fixes τ. The trainer measures ``A_c`` in eval mode on a
+            balanced held-out split (PAPER.md §6); CDB's script averages the weighted loss over the batch
+            (``reduction="mean"``, cifar_train.py line 76).
             Uniform until the first update. If every class has accuracy 1 (all difficulties 0) the weights
             stay uniform.
 
@@ -79,7 +81,7 @@ REWEIGHT_PARAMS: dict[str, dict[str, Any]] = {
     "none": {},
     "cb": {"beta": 0.9999},
     "drw": {"beta": 0.9999, "drw_fraction": 0.8},
-    "cdb": {"cdb_tau": "dynamic"},
+    "cdb": {"cdb_tau": "dynamic-v1"},
 }
 CDB_EPS = 0.01
 

@@ -5,7 +5,7 @@ measurements read::
 
     model.features(x)              -> (N, F)       penultimate feature (after global average pooling)
     model.classifier               -> nn.Linear or NormedLinear, F -> num_classes
-    model(x)                       == model.classifier(model.features(x))
+    model(x)                       == model.classifier(model.features(x))   (the classifier in float32)
     model.forward_with_features(x) -> (logits, features), one pass
 
 ``build_model(name, num_classes, in_channels=3, normed_classifier=False)`` builds one of ``MODELS``.
@@ -86,11 +86,14 @@ class FeatureModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.forward_with_features(x)[0]
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 logits, features). The classifier runs in float32 even under autocast: bf16 logits round
+        close scores to ties, and argmax breaks ties towards the lower class index (the head class)."""
         feats = self.features(x)
-        return self.classifier(feats), feats
+        with torch.autocast(x.device.type, enabled=False):
+            return self.classifier(feats.float()), feats
 
 
 # ---------------------------------------------------------------------------------------------

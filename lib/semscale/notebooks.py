@@ -5,11 +5,22 @@
 Profiles live in ``notebooks/profiles/<profile>.yaml``, keyed by notebook stem. Each notebook's
 executed copy goes to ``results/<profile>/<stem>.ipynb`` and its figures and tables to
 ``results/<profile>/<stem>/`` (the notebook receives that folder as ``out_dir``).
+
+``--publish`` copies a successful run's tables (CSV) and figures (PNG) to ``reference/<profile>/<stem>/``
+with a provenance.json (commit, source hash, packages, device, parameters, minutes), replacing what was
+published before except the hand-written FINDINGS.md; files over 5 MB are left out with a note.
+
+A ``--param`` name that no selected notebook has is an error (raised before any notebook runs);
+an override goes only to the notebooks that have that parameter. The kernels run with
+``SEMSCALE_HEADLESS=1``, so they draw no progress bars into the executed copies.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -19,11 +30,15 @@ import pandas as pd
 import papermill
 import yaml
 
+from semscale import records
 from semscale.records import write_csv_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = ("smoke", "default", "paper")
+REFERENCE = REPO / "reference"
+PUBLISH_MAX_BYTES = 5 * 2**20
+RUNNER_PARAMS = ("profile", "out_dir")  # set by the runner for every notebook, never by --param
 
 
 @dataclass
@@ -34,6 +49,7 @@ class NotebookRun:
     executed: Path
     outputs: Path
     error: str = ""
+    params: dict | None = None
 
 
 def notebook_paths(notebooks_dir: Path = NOTEBOOKS) -> list[Path]:
@@ -66,35 +82,104 @@ def load_profile(profile: str, notebooks_dir: Path = NOTEBOOKS) -> dict[str, dic
     return {stem: dict(params or {}) for stem, params in profile_params.items()}
 
 
+def check_overrides(paths: list[Path], overrides: dict) -> dict[str, set[str]]:
+    """Each selected notebook's parameter names; SystemExit if an override names none of them."""
+    known = {p.stem: set(papermill.inspect_notebook(str(p))) for p in paths}
+    valid = sorted(set().union(*known.values()) - set(RUNNER_PARAMS))
+    for name in overrides:
+        if name in RUNNER_PARAMS:
+            raise SystemExit(f"--param {name}: {name!r} is set by the runner (use --profile); "
+                             f"the selected notebooks' parameters are: {', '.join(valid)}")
+        if not any(name in names for names in known.values()):
+            raise SystemExit(f"--param {name}: no selected notebook has a parameter {name!r}; "
+                             f"the selected notebooks' parameters are: {', '.join(valid)}")
+    return known
+
+
+@contextlib.contextmanager
+def _headless_env():
+    """SEMSCALE_HEADLESS=1 in os.environ (the papermill kernel inherits it), restored afterwards."""
+    previous = os.environ.get("SEMSCALE_HEADLESS")
+    os.environ["SEMSCALE_HEADLESS"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("SEMSCALE_HEADLESS", None)
+        else:
+            os.environ["SEMSCALE_HEADLESS"] = previous
+
+
 def run_notebook(path: Path, params: dict, results_dir: Path) -> NotebookRun:
+    """Execute one notebook headlessly (no progress bars: see ``semscale.progress``)."""
     executed = results_dir / path.name
     outputs = results_dir / path.stem
     outputs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     error = ""
     try:
-        papermill.execute_notebook(
-            str(path), str(executed), parameters={**params, "out_dir": str(outputs)},
-            cwd=str(path.parent), kernel_name="python3", progress_bar=False,
-        )
+        with _headless_env():
+            papermill.execute_notebook(
+                str(path), str(executed), parameters={**params, "out_dir": str(outputs)},
+                cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+            )
     except papermill.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
     minutes = (time.perf_counter() - start) / 60
-    return NotebookRun(path.stem, not error, minutes, executed, outputs, error)
+    return NotebookRun(path.stem, not error, minutes, executed, outputs, error, params)
 
 
 def run_study(profile: str, only: str | None = None, overrides: dict | None = None,
               results_root: Path = REPO / "results", notebooks_dir: Path = NOTEBOOKS) -> list[NotebookRun]:
-    """Run every selected notebook in order, going on past failures."""
+    """Run every selected notebook in order, going on past failures.
+
+    ``overrides`` are checked against the selected notebooks' parameters before anything runs.
+    """
     profile_params = load_profile(profile, notebooks_dir)
     results_dir = results_root / profile
+    paths = select(notebook_paths(notebooks_dir), only)
+    overrides = dict(overrides or {})
+    known = check_overrides(paths, overrides)
     runs = []
-    for path in select(notebook_paths(notebooks_dir), only):
-        params = {"profile": profile, **profile_params.get(path.stem, {}), **(overrides or {})}
+    for path in paths:
+        # Papermill would inject an unknown name anyway (it only logs "Passed unknown parameter"),
+        # leaving a stray global in that notebook: pass each override only where it is a parameter.
+        mine = {k: v for k, v in overrides.items() if k in known[path.stem]}
+        params = {"profile": profile, **profile_params.get(path.stem, {}), **mine}
         print(f"[{profile}] running {path.name} ...", flush=True)
         runs.append(run_notebook(path, params, results_dir))
     write_csv_atomic(results_dir / "summary.csv", pd.DataFrame([vars(r) for r in runs]))
     return runs
+
+
+def publish(run: NotebookRun, profile: str, reference_root: Path = REFERENCE) -> Path:
+    """Copy a successful run's CSV tables and PNG figures to reference/<profile>/<stem>/ with provenance.json."""
+    if not run.ok:
+        raise ValueError(f"{run.notebook} failed ({run.error}); only a successful run is published")
+    target = reference_root / profile / run.notebook
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.iterdir():
+        if old.name != "FINDINGS.md" and old.is_file():
+            old.unlink()
+    copied, left_out = [], []
+    for path in sorted([*run.outputs.glob("*.csv"), *run.outputs.glob("*.png")]):
+        if path.stat().st_size > PUBLISH_MAX_BYTES:
+            left_out.append(f"{path.name} ({path.stat().st_size / 2**20:.1f} MB)")
+            continue
+        shutil.copyfile(path, target / path.name)
+        copied.append(path.name)
+    records.write_json_atomic(target / "provenance.json", {
+        **records.provenance(),
+        "notebook": f"notebooks/{run.notebook}.ipynb",
+        "profile": profile,
+        "parameters": {k: v for k, v in (run.params or {}).items() if k != "out_dir"},
+        "minutes": run.minutes,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": f"./run_all.sh --profile {profile} --only {run.notebook}",
+        "files": copied,
+        "left_out": left_out,
+    })
+    return target
 
 
 def summary_text(runs: list[NotebookRun]) -> str:
@@ -120,9 +205,14 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="default", choices=PROFILES)
     parser.add_argument("--only", help="run one notebook (its stem, number or file name)")
     parser.add_argument("--param", type=parse_override, action="append", default=[], help="override a parameter: key=value")
+    parser.add_argument("--publish", action="store_true", help="copy each successful notebook's tables and figures to reference/<profile>/")
     args = parser.parse_args(argv)
     runs = run_study(args.profile, args.only, dict(args.param))
     print(summary_text(runs))
+    if args.publish:
+        for run in runs:
+            if run.ok:
+                print(f"published {run.notebook} -> {publish(run, args.profile)}")
     return 0 if all(r.ok for r in runs) else 1
 
 

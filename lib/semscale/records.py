@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -87,10 +88,20 @@ def device_name(device=None) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
+def source_sha256() -> str:
+    """sha256 over the ``semscale`` package's Python sources (names and contents): the code that made a result,
+    also where git does not tell (an uncommitted change, an installed copy)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def provenance(device=None) -> dict:
     """What every result records about where it came from."""
     return {
         "git_commit": git_commit(),
+        "source_sha256": source_sha256(),
         "packages": package_versions(),
         "device": device_name(device),
         "platform": platform.platform(),

@@ -38,6 +38,13 @@ Host synchronisation
 pool can call it every iteration without stalling the GPU. Without ``max_count`` it reads the class
 counts once (to size the padded tensor); ``validate=True`` (the default) also checks labels and
 features on the host and warns about empty classes.
+
+Pixel scale of the sample volume
+--------------------------------
+The paper's Algorithm 1 (resize to 16×16×3, flatten, centre, log-det) does not say how pixels are
+scaled, and the volume is not scale-invariant: multiplying the features by s equals ε = 1/s.
+``sample_features``/``sample_volume`` take pixels in [0, 1] (``pixel_scale=1.0``, the default,
+PAPER.md §6); ``pixel_scale=255.0`` gives pixels in [0, 255]. Record the scale with every result.
 """
 
 from __future__ import annotations
@@ -57,11 +64,13 @@ __all__ = [
     "class_centers",
     "sample_volume",
     "sample_features",
+    "PIXEL_SCALES",
     "imbalance",
     "dsb_weights",
 ]
 
 _FORMS = ("auto", "gram", "scatter")
+PIXEL_SCALES = (1.0, 255.0)  # the two pixel conventions: [0, 1] (default, PAPER.md §6) and [0, 255]
 _LN2 = math.log(2.0)
 
 
@@ -95,6 +104,16 @@ def _check_eps(eps: float) -> float:
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive finite number, got {eps}")
     return eps
+
+
+def _check_pixel_scale(pixel_scale: float) -> float:
+    pixel_scale = float(pixel_scale)
+    if not (math.isfinite(pixel_scale) and pixel_scale > 0):
+        raise ValueError(
+            f"pixel_scale must be a positive finite number: 1.0 for pixels in [0, 1] (the default) "
+            f"or 255.0 for pixels in [0, 255]; got {pixel_scale}"
+        )
+    return pixel_scale
 
 
 def _check_form(form: str) -> None:
@@ -352,19 +371,30 @@ def class_centers(features, labels, num_classes: int, *, dtype: torch.dtype = to
     return sums / counts[:, None]
 
 
-def sample_features(images, size: int = 16, *, chunk_size: int = 4096, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_features(
+    images,
+    size: int = 16,
+    *,
+    pixel_scale: float = 1.0,
+    chunk_size: int = 4096,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Pixel features of the sample volume: (N, 3·size²) rows, computed chunk by chunk.
 
     images: uint8 (N, C, H, W) (or (N, H, W)) with C = 1 or 3; uint8 is scaled to [0, 1], float input
     is taken as already in [0, 1]. Each image is resized to size × size (bilinear, antialiased),
     grayscale is repeated to 3 channels, and the result flattened channel-major (d = 768 for 16).
+    pixel_scale: the features are multiplied by it after the [0, 1] conversion: 1.0 (pixels in
+    [0, 1], the default) or 255.0 (pixels in [0, 255]); see ``PIXEL_SCALES``.
     """
+    pixel_scale = _check_pixel_scale(pixel_scale)
     images = _as_images(images)
     device = torch.device(device) if device is not None else images.device
     n = images.shape[0]
     out = torch.empty(n, 3 * size * size, dtype=dtype, device=device)
     for start in range(0, n, chunk_size):
-        out[start : start + chunk_size] = _pixels(images[start : start + chunk_size].to(device), size).to(dtype)
+        out[start : start + chunk_size] = _pixels(images[start : start + chunk_size].to(device), size, pixel_scale, dtype)
     return out
 
 
@@ -378,13 +408,15 @@ def _as_images(images) -> torch.Tensor:
     return images
 
 
-def _pixels(chunk: torch.Tensor, size: int) -> torch.Tensor:
+def _pixels(chunk: torch.Tensor, size: int, pixel_scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """(n, 3·size²) features in ``dtype``: [0, 1] pixels, resized, times ``pixel_scale`` (in ``dtype``)."""
     x = chunk.to(torch.float32) / 255.0 if chunk.dtype == torch.uint8 else chunk.to(torch.float32)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    return x.reshape(x.shape[0], -1)
+    x = x.reshape(x.shape[0], -1).to(dtype)
+    return x if pixel_scale == 1.0 else x.mul_(pixel_scale)
 
 
 def sample_volume(
@@ -394,6 +426,7 @@ def sample_volume(
     size: int = 16,
     *,
     eps: float = 1.0,
+    pixel_scale: float = 1.0,
     chunk_size: int = 4096,
     device=None,
     dtype: torch.dtype = torch.float64,
@@ -405,10 +438,14 @@ def sample_volume(
     by chunk straight into the padded per-class tensor, so the only large buffer is that tensor
     (N·d·8 bytes for balanced classes: 370 MB for 60,000 MNIST images at d = 768). Returns a
     (num_classes,) float64 tensor; empty classes are NaN with a warning.
+    pixel_scale: 1.0 (pixels in [0, 1], the default, PAPER.md §6) or 255.0 (pixels in [0, 255]); any
+    positive number multiplies the [0, 1] features, which equals ε = eps / pixel_scale. The paper
+    does not state its scale and class rankings depend on it: record it with every result.
     """
     _check_dtype(dtype)
     _check_form(form)
     eps = _check_eps(eps)
+    pixel_scale = _check_pixel_scale(pixel_scale)
     C = _check_num_classes(num_classes)
     images = _as_images(images)
     device = torch.device(device) if device is not None else images.device
@@ -423,7 +460,7 @@ def sample_volume(
     dest = _padded_rows(order, sorted_labels, starts, C, M)
     padded = torch.zeros(C * M + 1, d, dtype=dtype, device=device)
     for start in range(0, n, chunk_size):
-        rows = _pixels(images[start : start + chunk_size].to(device), size).to(dtype)
+        rows = _pixels(images[start : start + chunk_size].to(device), size, pixel_scale, dtype)
         padded.index_copy_(0, dest[start : start + chunk_size], rows)
     X = padded[: C * M].view(C, M, d)
     _raise_non_finite(_centre_padded_(X, counts))

@@ -1,0 +1,342 @@
+"""The run configuration: ``TrainConfig``, its coercion and validation, protocol presets and the CLI parser.
+
+Every ``TrainConfig`` field is a flag of ``python -m semscale.train`` (``--batch-size 64``, ``--dsb/--no-dsb``,
+``--resize none``). Values from Python, YAML or the command line are coerced to the field's type and checked on
+creation; an invalid value or combination is a ``ConfigError`` that says what is valid.
+
+Protocols (``protocol``) are named presets that set several optimisation and input fields at once:
+
+* ``ldam-cifar-lt`` (the default; PAPER.md §5): SGD lr 0.1, momentum 0.9, weight decay 2e-4, batch 128,
+  LDAM's schedule (5 warm-up epochs, ×0.01 after 160/200, ×1e-4 after 180/200), random crop (padding 4)
+  and horizontal flip.
+* ``paper-sec3`` (PAPER.md §4.1–4.2 and §6): Adam lr 0.01 ×0.98 per epoch, batch 64, no augmentation, no
+  weight decay. The paper states no epoch count: ``epochs`` stays a choice of each experiment.
+
+A preset field left at ``None`` takes the protocol's value; a field given explicitly overrides the preset
+(``protocol_overrides`` lists those, and run.json records them). ``normalization`` defaults to the fixed
+per-channel constants where they exist (LDAM-DRW's for CIFAR) and to the training subset's statistics
+elsewhere. Presets are resolved when the config is created: ``dataclasses.replace(config, protocol=...)``
+keeps the old values, which then count as overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import data, losses, models
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("ldam", "exponential", "cosine")
+NORMALIZATIONS = ("subset", "fixed")
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
+PROTOCOLS: dict[str, dict[str, typing.Any]] = {
+    # LDAM-DRW's CIFAR-LT script (kaidic/LDAM-DRW, cifar_train.py): SGD 0.1, momentum 0.9, wd 2e-4, batch 128
+    "ldam-cifar-lt": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
+                      "schedule": "ldam", "lr_decay": 0.98, "augment": True},
+    # the paper's Appendix B.2: Adam, lr 0.01 decayed by 0.98 per epoch, batch 64, no augmentation or other tricks
+    "paper-sec3": {"optimizer": "adam", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 64,
+                   "schedule": "exponential", "lr_decay": 0.98, "augment": False},
+}
+PRESET_FIELDS = tuple(PROTOCOLS["ldam-cifar-lt"])
+CHOICES = {
+    "dataset": data.DATASETS,
+    "profile": data.PROFILES,
+    "protocol": tuple(PROTOCOLS),
+    "normalization": NORMALIZATIONS,
+    "model": models.MODELS,
+    "loss": losses.LOSSES,
+    "reweight": losses.REWEIGHTS,
+    "reduction": losses.REDUCTIONS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "compile": COMPILE_MODES,
+}
+# config field -> build_loss parameter (None = the loss's default; only valid for losses/reweights that have it)
+LOSS_PARAM_FIELDS = {
+    "focal_gamma": "gamma",
+    "ldam_max_m": "max_m",
+    "ldam_s": "s",
+    "logit_tau": "tau",
+    "cb_beta": "beta",
+    "drw_fraction": "drw_fraction",
+    "cdb_tau": "cdb_tau",
+}
+# fields that may differ when resuming: they change how the run is executed or logged, not what it computes
+RESUMABLE_FIELDS = ("device", "compile", "progress", "checkpoint_every", "stop_after_epoch", "eval_every", "eval_batch_size")
+FIXED_NORMALIZATION = {  # (mean, std) per channel
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # LDAM-DRW's constants
+    "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar10-jpeg75": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "tiny-imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet's
+}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration or combination; the message says what is valid."""
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+_PRESET = "set by the protocol"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; each field is also a CLI flag. Values are coerced and checked on creation."""
+
+    dataset: str = field(metadata={"help": "dataset name"})
+    protocol: str = _opt("ldam-cifar-lt", "preset of the optimisation and input fields; explicit fields override it")
+    # training subset
+    imbalance: float = _opt(1.0, "imbalance factor n_max/n_min of the long-tailed subset; 1 = the full training set")
+    profile: str = _opt("exp", "long-tailed profile")
+    train_counts: tuple[int, ...] | None = _opt(None, "explicit per-class training counts (e.g. MNIST-LT-1); excludes --imbalance")
+    train_per_class: int | None = _opt(None, "balanced subset with this many images per class (nested across sizes)")
+    subset_seed: int = _opt(0, "seed of the subset selection (LDAM's rand_number)")
+    # input pipeline
+    augment: bool | None = _opt(None, "random crop and flip on the device (the paper's Sec 3 uses none)")
+    crop_padding: int = _opt(4, "zero padding of the random crop (0: no crop)")
+    flip: bool = _opt(True, "random horizontal flip")
+    resize: int | None = _opt(None, "resize every image once to SIZE x SIZE (e.g. 32 for Tiny-ImageNet)")
+    normalization: str | None = _opt(None, "per-channel mean/std: fixed constants (default where they exist) or from the training subset")
+    # model and loss
+    model: str = _opt("resnet32", "network")
+    normed_classifier: bool | None = _opt(None, "cosine classifier; default: what the loss needs (LDAM)")
+    loss: str = _opt("ce", "loss")
+    reweight: str = _opt("none", "the loss's own class reweighting")
+    reduction: str = _opt("weighted_mean", "batch reduction of the weighted loss")
+    focal_gamma: float | None = _opt(None, "focal loss gamma (default 1)")
+    ldam_max_m: float | None = _opt(None, "LDAM largest margin (default 0.5)")
+    ldam_s: float | None = _opt(None, "LDAM logit scale (default 30)")
+    logit_tau: float | None = _opt(None, "logit-adjusted loss tau (default 1)")
+    cb_beta: float | None = _opt(None, "class-balanced beta for cb/drw (default 0.9999)")
+    drw_fraction: float | None = _opt(None, "DRW switches to CB weights at this fraction of the epochs (default 0.8)")
+    cdb_tau: str | None = _opt(None, "CDB tau: 'dynamic-v1' (CDB's CIFAR-LT script), 'dynamic' or a number (default dynamic-v1)")
+    cdb_heldout: int = _opt(25, "CDB: images per class of the balanced held-out split its difficulty is measured on")
+    # DSB
+    dsb: bool = _opt(False, "weight the loss by 1/S from the feature pool (DSB)")
+    dsb_stage_epochs: int = _opt(5, "n: epoch 1 fills the pool, 2..n refresh it, weighting from n+1")
+    dsb_alpha: float | None = _opt(None, "alpha >= 1 of W = log2(alpha + W'); default 2 on long-tailed, 1 on balanced subsets")
+    dsb_eps: float = _opt(1.0, "epsilon of the volume")
+    track_pool: bool = _opt(True, "keep the pool in non-DSB runs too (S columns in the outputs)")
+    pool_dim: int = _opt(64, "features are average-pooled to this many dimensions")
+    # optimisation
+    epochs: int = _opt(200, "training epochs")
+    batch_size: int | None = _opt(None, "mini-batch size (the last partial batch is kept)")
+    optimizer: str | None = _opt(None, "optimiser")
+    lr: float | None = _opt(None, "base learning rate")
+    momentum: float | None = _opt(None, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum (SGD)")
+    weight_decay: float | None = _opt(None, "weight decay")
+    schedule: str | None = _opt(None, "ldam: 5/200 warm-up, x0.01 after 160/200, x1e-4 after 180/200; exponential: x lr_decay per epoch; cosine")
+    lr_decay: float | None = _opt(None, "factor per epoch of the exponential schedule")
+    # execution
+    seed: int = _opt(0, "seed of initialisation, shuffling and augmentation")
+    device: str = _opt("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
+    bf16: bool = _opt(True, "bf16 autocast (CUDA only)")
+    channels_last: bool = _opt(True, "channels_last memory format (CUDA only)")
+    compile: str = _opt("none", "torch.compile mode of the model's forward")
+    eval_every: int = _opt(1, "evaluate every k epochs (0: only at the end)")
+    eval_batch_size: int = _opt(256, "evaluation batch size (larger batches were 2.5-3x slower per image on CPU)")
+    checkpoint_every: int = _opt(10, "checkpoint every k epochs (0: only on SIGINT/SIGTERM)")
+    stop_after_epoch: int | None = _opt(None, "stop (checkpoint and exit) after this epoch, as if interrupted")
+    progress: bool | None = _opt(None, "progress bar (default: on a terminal or in a live notebook)")
+
+    def __post_init__(self):
+        hints = _field_types()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, hints[f.name], getattr(self, f.name)))
+        _check(self.protocol in PROTOCOLS, f"unknown protocol {self.protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
+        for name, value in PROTOCOLS[self.protocol].items():
+            if getattr(self, name) is None:
+                setattr(self, name, _coerce(name, hints[name], value))
+        if self.normalization is None:
+            self.normalization = "fixed" if self.dataset in FIXED_NORMALIZATION else "subset"
+        if self.progress is None:
+            from .progress import show_progress
+
+            self.progress = show_progress()
+        _validate(self)
+
+
+def protocol_overrides(config: TrainConfig) -> dict[str, typing.Any]:
+    """The preset fields whose value differs from the config's protocol."""
+    preset = PROTOCOLS[config.protocol]
+    return {k: getattr(config, k) for k in PRESET_FIELDS if getattr(config, k) != preset[k]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# types and validation
+
+
+def _field_types() -> dict[str, typing.Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _base_type(kind):
+    """(base type, optional?) of an annotation like ``int | None``."""
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        (base,) = [a for a in args if a is not type(None)]
+        return base, True
+    return kind, False
+
+
+def _coerce(name: str, kind, value):
+    """Convert ``value`` (from Python, YAML or the command line) to the field's type; ConfigError if impossible."""
+    base, optional = _base_type(kind)
+    if value is None or (optional and isinstance(value, str) and value.lower() == "none"):
+        if optional:
+            return None
+        raise ConfigError(f"{name} must be given (got None)")
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError
+            return bool(value)
+        if base is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            return str(value)
+        # tuple[int, ...]
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise TypeError
+        return tuple(_coerce(name, int, v) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be {_type_name(kind)}, got {value!r}") from None
+
+
+def _type_name(kind) -> str:
+    base, optional = _base_type(kind)
+    name = "a list of integers" if typing.get_origin(base) is tuple else f"a {base.__name__}"
+    return name + (" or none" if optional else "")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _validate(c: TrainConfig) -> None:
+    for name, valid in CHOICES.items():
+        _check(getattr(c, name) in valid, f"unknown {name} {getattr(c, name)!r}; valid choices: {', '.join(valid)}")
+    _check(c.imbalance >= 1, f"imbalance must be >= 1 (n_max / n_min; 1 = full data), got {c.imbalance}")
+    chosen = [n for n, on in (("imbalance", c.imbalance != 1), ("train_counts", c.train_counts is not None),
+                              ("train_per_class", c.train_per_class is not None)) if on]
+    _check(len(chosen) <= 1, f"choose one way to make the training subset, got {' and '.join(chosen)}")
+    _check(c.train_per_class is None or c.train_per_class >= 1, f"train_per_class must be >= 1, got {c.train_per_class}")
+    _check(c.subset_seed >= 0 and c.seed >= 0, "seed and subset_seed must be >= 0")
+    _check(c.crop_padding >= 0, f"crop_padding must be >= 0, got {c.crop_padding}")
+    _check(c.resize is None or c.resize >= 4, f"resize must be at least 4 pixels (or none), got {c.resize}")
+    _check(c.normalization != "fixed" or c.dataset in FIXED_NORMALIZATION,
+           f"no fixed normalisation constants for {c.dataset!r} (they exist for {', '.join(FIXED_NORMALIZATION)}); use normalization=subset")
+    _check(c.epochs >= 1, f"epochs must be >= 1, got {c.epochs}")
+    _check(c.batch_size >= 1 and c.eval_batch_size >= 1, "batch sizes must be >= 1")
+    _check(c.lr >= 0 and c.weight_decay >= 0, "lr and weight_decay must be >= 0")
+    _check(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
+    _check(not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0), "nesterov needs optimizer=sgd and momentum > 0")
+    _check(0 < c.lr_decay <= 1, f"lr_decay must be in (0, 1], got {c.lr_decay}")
+    _check(c.eval_every >= 0 and c.checkpoint_every >= 0, "eval_every and checkpoint_every must be >= 0")
+    _check(c.stop_after_epoch is None or c.stop_after_epoch >= 1, f"stop_after_epoch must be >= 1, got {c.stop_after_epoch}")
+    _check(c.cdb_heldout >= 1, f"cdb_heldout must be >= 1 image per class, got {c.cdb_heldout}")
+    _check(c.dsb_stage_epochs >= 1, f"dsb_stage_epochs must be >= 1 (epoch 1 fills the pool), got {c.dsb_stage_epochs}")
+    _check(c.dsb_alpha is None or (math.isfinite(c.dsb_alpha) and c.dsb_alpha >= 1), f"dsb_alpha must be >= 1, got {c.dsb_alpha}")
+    _check(c.dsb_eps > 0, f"dsb_eps must be > 0, got {c.dsb_eps}")
+    _check(c.pool_dim >= 1, f"pool_dim must be >= 1, got {c.pool_dim}")
+    _check(not c.dsb or c.track_pool, "dsb needs the feature pool: track_pool cannot be false with dsb")
+    try:
+        torch.device("cuda" if c.device == "auto" else c.device)
+    except RuntimeError:
+        raise ConfigError(f"invalid device {c.device!r}; use auto, cpu, cuda or cuda:N") from None
+    valid_params = {**losses.LOSS_PARAMS[c.loss], **losses.REWEIGHT_PARAMS[c.reweight]}
+    for name, param in LOSS_PARAM_FIELDS.items():
+        _check(getattr(c, name) is None or param in valid_params,
+               f"{name} does not apply to loss {c.loss!r} with reweight {c.reweight!r}")
+
+
+def warn_combinations(c: TrainConfig) -> None:
+    """Valid but probably unintended combinations (warned once per run, not per config object)."""
+    if c.dsb and c.dsb_stage_epochs >= c.epochs:
+        warnings.warn(f"dsb_stage_epochs={c.dsb_stage_epochs} >= epochs={c.epochs}: the pool is filled but the loss is "
+                      f"never weighted (weighting starts at epoch {c.dsb_stage_epochs + 1})", UserWarning, stacklevel=3)
+    if c.loss == "ldam" and c.normed_classifier is False:
+        warnings.warn("LDAM is meant for the cosine classifier (normed_classifier=True)", UserWarning, stacklevel=3)
+
+
+def loss_params(c: TrainConfig) -> dict:
+    """The config's loss parameters as ``losses.build_loss`` keywords (only those that are set)."""
+    params = {p: getattr(c, name) for name, p in LOSS_PARAM_FIELDS.items() if getattr(c, name) is not None}
+    if isinstance(params.get("cdb_tau"), str):
+        with contextlib.suppress(ValueError):
+            params["cdb_tau"] = float(params["cdb_tau"])
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m semscale.train", argument_default=argparse.SUPPRESS,
+                                     description="Train one run (or one per seed) of the semscale engine.")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--config", type=Path, help="YAML file of config fields; explicit flags override it")
+    parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed into OUT/seed_<k>/ plus summary.csv/json")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    hints = _field_types()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        base, _ = _base_type(hints[f.name])
+        default = _PRESET if f.name in PRESET_FIELDS else f.default
+        help_text = f.metadata["help"] + ("" if default is dataclasses.MISSING else f" (default: {default})")
+        if base is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(base) is tuple:
+            parser.add_argument(flag, dest=f.name, type=int, nargs="+", help=help_text)
+        else:  # parsed by TrainConfig (numbers, 'none')
+            parser.add_argument(flag, dest=f.name, choices=CHOICES.get(f.name), help=help_text)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Dataclass defaults <- protocol preset <- YAML file <- explicit flags."""
+    values = {}
+    if getattr(args, "config", None) is not None:
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config file {args.config}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a mapping of config fields")
+        values = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown} in {args.config}; valid: {', '.join(names)}")
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    if "dataset" not in values:
+        raise ConfigError(f"--dataset is required (in the flags or the config file); valid: {', '.join(data.DATASETS)}")
+    return TrainConfig(**values)

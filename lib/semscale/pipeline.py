@@ -1,0 +1,200 @@
+"""The training data on the device: subset selection, held-out split, batched augmentation and the batch loader.
+
+* The whole training subset and the test set live on the training device as uint8. The subset is LDAM's
+  long-tailed one (``imbalance``, ``profile``, ``subset_seed``), explicit per-class counts (``train_counts``,
+  e.g. MNIST-LT-1) or ``train_per_class`` images per class (nested across sizes).
+* ``resize`` resizes every image once at load time (antialiased bilinear, back to uint8), e.g. Tiny-ImageNet
+  64 -> 32. Normalisation uses fixed per-channel constants or the training subset's mean/std.
+* Each epoch draws its permutation, crops and flips from one ``torch.Generator`` on the device seeded from
+  (seed, epoch), so a resumed run sees the same batches; ``batches`` yields ``(ids, x, y)`` from any batch
+  index on. The last partial batch is kept (as LDAM).
+* CDB's difficulty is measured on a balanced held-out split of training images that the subset leaves unused
+  (``heldout_indices``), never on the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data
+from .config import FIXED_NORMALIZATION, ConfigError, TrainConfig
+
+
+@dataclass
+class TrainData:
+    train_images: torch.Tensor  # uint8 (N, C, H, W) on the device, in subset order
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    train_counts: np.ndarray  # (C,) int64
+    subset: data.Subset
+    n_max: float | None  # of a long-tailed subset
+    variant: str  # e.g. "mnist-lt100", "cifar10-jpeg75", "mnist-lt-1", "cifar10-m500"
+    mean: torch.Tensor  # (1, C, 1, 1) float32
+    std: torch.Tensor
+    heldout_images: torch.Tensor | None = None  # CDB's balanced held-out split, uint8 on the device
+    heldout_labels: torch.Tensor | None = None
+    heldout_from_subset: list[int] | None = None  # per class, held-out images taken from the training subset
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def training_subset(config: TrainConfig, labels: torch.Tensor) -> tuple[data.Subset, float | None, str]:
+    """The training subset, its n_max if long-tailed, and a short name for it."""
+    c = config
+    try:
+        if c.train_counts is not None:
+            named = {data.MNIST_LT_1: "lt-1", data.MNIST_LT_2: "lt-2"}
+            suffix = named.get(c.train_counts, "counts") if c.dataset == "mnist" else "counts"
+            return data.per_class_indices(labels, c.train_counts, seed=c.subset_seed), None, f"{c.dataset}-{suffix}"
+        if c.train_per_class is not None:
+            subsets = data.nested_balanced_indices(labels, [c.train_per_class], seed=c.subset_seed)
+            return subsets[c.train_per_class], None, f"{c.dataset}-m{c.train_per_class}"
+        if c.imbalance != 1:
+            n_max = data.default_n_max(labels, c.imbalance, c.profile)
+            subset = data.long_tailed_indices(labels, c.imbalance, n_max, profile=c.profile, seed=c.subset_seed)
+            return subset, n_max, f"{c.dataset}-lt{c.imbalance:g}" + ("-step" if c.profile == "step" else "")
+    except ValueError as e:
+        raise ConfigError(f"cannot make the training subset of {c.dataset}: {e}") from e
+    return data.make_subset(np.arange(len(labels))), None, c.dataset
+
+
+def heldout_indices(labels, subset_indices, per_class: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """A balanced split of ``per_class`` training images per class, drawn from the images the subset leaves unused.
+
+    CDB's CIFAR-LT code holds out 25 training images per class before making the long-tailed subset
+    (hitachi-rd-cv/CDB-loss, CIFAR-LT/cifar_train.py lines 157-160). Here the subset stays the same as every
+    other method's, so the split is drawn from the unused images; a class whose subset uses all but fewer than
+    ``per_class`` of its images (the head class at n_max) is filled up with its own training images, and how
+    many is returned per class (recorded in run.json). Returns (indices, from_subset counts).
+    """
+    labels = np.asarray(labels)
+    used = np.zeros(len(labels), dtype=bool)
+    used[np.asarray(subset_indices)] = True
+    rng = np.random.default_rng([seed, 0xCDB])  # its own stream, apart from the subset's
+    chosen, from_subset = [], []
+    for c in range(int(labels.max()) + 1):
+        unused = rng.permutation(np.flatnonzero((labels == c) & ~used))[:per_class]
+        fill = per_class - len(unused)
+        if fill:
+            unused = np.concatenate([unused, rng.permutation(np.flatnonzero((labels == c) & used))[:fill]])
+        chosen.append(unused)
+        from_subset.append(int(fill))
+    return np.concatenate(chosen), from_subset
+
+
+def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8, device=images.device)
+    for s in range(0, images.shape[0], chunk):
+        x = F.interpolate(images[s:s + chunk].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[s:s + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of uint8 images scaled to [0, 1], in float64."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
+    squares = torch.zeros_like(total)
+    for s in range(0, images.shape[0], chunk):
+        x = images[s:s + chunk].to(torch.float64) / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    return mean, (squares / n - mean.square()).clamp_min(0).sqrt()
+
+
+def load_data(config: TrainConfig, device: torch.device, heldout: bool = False) -> TrainData:
+    """Load both splits, select the training subset (and CDB's held-out split) and move them to ``device`` as uint8."""
+    train = data.load(config.dataset, "train")
+    test = data.load(config.dataset, "test")
+    subset, n_max, variant = training_subset(config, train.labels)
+    index = torch.from_numpy(subset.indices)
+    train_images = train.images[index].to(device)
+    test_images = test.images.to(device)
+    held = held_labels = from_subset = None
+    if heldout:
+        held_index, from_subset = heldout_indices(train.labels.numpy(), subset.indices, config.cdb_heldout, config.subset_seed)
+        held_index = torch.from_numpy(held_index)
+        held, held_labels = train.images[held_index].to(device), train.labels[held_index].to(device)
+    if config.resize is not None:
+        train_images, test_images = _resize(train_images, config.resize), _resize(test_images, config.resize)
+        held = _resize(held, config.resize) if held is not None else None
+        variant += f"-{config.resize}px"
+    if config.normalization == "fixed":
+        mean, std = (torch.tensor(v, dtype=torch.float64, device=device) for v in FIXED_NORMALIZATION[config.dataset])
+    else:
+        mean, std = _channel_stats(train_images)
+    train_labels = train.labels[index].to(device)
+    counts = np.bincount(train.labels[index].numpy(), minlength=len(train.classes))
+    return TrainData(train_images, train_labels, test_images, test.labels.to(device), train.classes, counts, subset,
+                     n_max, variant, mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1),
+                     held, held_labels, from_subset)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# augmentation (batched, on the device, drawn from the epoch's generator)
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The generator of one epoch (permutation, crops, flips), seeded from (seed, epoch) only."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return g
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Per image, a random H×W window of the image zero-padded by ``padding`` on every side."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=images.device)
+    rows = (offsets[0, :, None] + torch.arange(h, device=images.device))[:, :, None]  # (n, h, 1)
+    cols = (offsets[1, :, None] + torch.arange(w, device=images.device))[:, None, :]  # (n, 1, w)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # gather (n, h, w, C) -> (n, C, h, w)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.augment and config.crop_padding:
+        images = random_crop(images, config.crop_padding, generator)
+    if config.augment and config.flip:
+        images = random_flip(images, generator)
+    return images
+
+
+def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 images -> normalised float32 network input."""
+    x = images.to(torch.float32).div_(255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=memory_format)
+
+
+def batches(train_data: TrainData, config: TrainConfig, order: torch.Tensor, generator: torch.Generator,
+            start: int = 0, memory_format: torch.memory_format = torch.contiguous_format
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(ids, x, y)`` of the epoch's batches from batch ``start`` on: sample ids, augmented normalised input, labels.
+
+    ``generator`` must be where batch ``start`` left it (a resumed epoch restores its state).
+    """
+    for b in range(start, num_batches(len(order), config.batch_size)):
+        ids = order[b * config.batch_size:(b + 1) * config.batch_size]
+        images = augment(train_data.train_images[ids], config, generator)
+        yield ids, to_input(images, train_data.mean, train_data.std, memory_format), train_data.train_labels[ids]
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)

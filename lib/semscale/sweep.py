@@ -1,0 +1,498 @@
+"""Sweeps: a grid of training runs in one call, cached by config, resumable, in parallel or on Slurm.
+
+    points = sweep.grid(base, method=sweep.METHODS, imbalance=[100, 10], seed=[0, 1, 2])
+    tables = sweep.collect(sweep.run(points, "runs/", jobs=2))     # .runs, .per_class, .epochs, .pool
+    sweep.summarize(tables.runs, by=["method", "imbalance"])       # mean, sample std, n of top1, ...
+
+* ``run`` trains each config into ``root/<readable-name>-<hash>/``; the hash is taken over the canonical config
+  (every field but the execution-only ``config.RESUMABLE_FIELDS``), so the same config lands in the same folder
+  from any notebook. A complete run is read back, an interrupted one resumes from its checkpoint, a failing
+  one (bad config, NaN loss, out of memory) is recorded in ``failed.json`` and the others go on (it is tried
+  again on the next call). One log line per run; no progress bars from workers.
+* ``jobs=K`` runs K configs at once in spawned worker processes (CUDA: K processes on one GPU). CPU kernels
+  give bit-different results with different thread counts (measured: a CNN after 20 Adam steps differs
+  between 1 and 2 threads), so each run's thread count is ``threads`` (default: the cores split between the
+  jobs) and is recorded; with the same ``threads``, ``jobs=K`` equals ``jobs=1`` bit for bit.
+* ``executor="slurm"`` sends the runs to a Slurm cluster through submitit (``Slurm`` sets partition, GPUs,
+  time and runs per job); ``Slurm(cluster="local")`` or ``"debug"`` uses submitit's local executors.
+* Every run.json records a sha256 of the ``semscale`` sources; a cached run made by other code is reported
+  (``stale="warn"``) or moved aside and trained again (``stale="rerun"``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+import pandas as pd
+import torch
+
+from . import records
+from .checkpoint import TrainingInterrupted
+from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig
+
+# Named recipes: the fields each method sets over the base config. The batch reduction is each source's own
+# (PAPER.md §6): F.cross_entropy(weight=) is the weighted mean Σ aL / Σ a; a plain .mean() is Σ aL / N.
+BASE_METHODS: dict[str, dict[str, Any]] = {
+    "CE": {"loss": "ce"},
+    # Lin et al. 2017 as in LDAM-DRW: FocalLoss(gamma=1) (kaidic/LDAM-DRW cifar_train.py line 215), averaged
+    # over the batch by focal_loss's loss.mean() (losses.py line 11)
+    "Focal": {"loss": "focal", "focal_gamma": 1.0, "reduction": "mean"},
+    # Cui et al. 2019: class-balanced weights (1-β)/(1-β^n), β = 0.9999, γ = 1 (richardaecn/class-balanced-loss
+    # cifar_im_trainval_cb.sh; src/cifar_main.py lines 428-429), loss summed and divided by N (lines 263-265).
+    # Cui et al.'s focal loss is sigmoid-based; ours is the softmax form.
+    "CB-Focal": {"loss": "focal", "focal_gamma": 1.0, "reweight": "cb", "cb_beta": 0.9999, "reduction": "mean"},
+    # LDAM-DRW's deferred re-weighting: β = 0 until epoch 160 of 200, then 0.9999 (cifar_train.py lines 199-206),
+    # in nn.CrossEntropyLoss(weight=) (line 211): the weighted mean
+    "CE-DRW": {"loss": "ce", "reweight": "drw"},
+    "LDAM": {"loss": "ldam"},  # LDAMLoss(max_m=0.5, s=30) on the cosine classifier (lines 106, 213)
+    "LDAM-DRW": {"loss": "ldam", "reweight": "drw"},
+    "Balanced Softmax": {"loss": "balanced-softmax"},  # Ren et al. 2020: CE(z + log π)
+    "Logit-adjusted": {"loss": "logit-adjusted", "logit_tau": 1.0},  # Menon et al. 2021, τ = 1
+    # Sinha et al. 2020 with CDB's CIFAR-LT script: τ 'dynamic' of losses/cdb_loss.py lines 25-27 (our
+    # 'dynamic-v1'), difficulty from a 25-per-class held-out split (cifar_train.py lines 157-160), loss
+    # averaged over the batch (line 76)
+    "CDB-CE": {"loss": "ce", "reweight": "cdb", "cdb_tau": "dynamic-v1", "reduction": "mean"},
+}
+# DSB multiplies whatever weights the method already has (PAPER.md §6): LDAM-DRW+DSB has both; LDAM+DSB is the
+# paper's own form, the per-sample loss divided by S_y.
+METHODS: dict[str, dict[str, Any]] = {
+    **BASE_METHODS,
+    **{f"{name}+DSB": {**fields, "dsb": True} for name, fields in BASE_METHODS.items()},
+}
+STATUSES = ("trained", "resumed", "cached", "failed", "submitted")
+REPO = Path(__file__).resolve().parents[2]
+FINAL_METRICS = ("top1", "balanced", "many", "medium", "few", "train_loss", "train_acc")
+_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def runs_dir() -> Path:
+    """Where the study's notebooks keep their runs: ``$SEMSCALE_RUNS`` or ``runs/`` in the repository (git-ignored).
+
+    One folder for every notebook and profile, so a config trained by one notebook is read back by another."""
+    return Path(os.environ.get("SEMSCALE_RUNS") or REPO / "runs")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# grid
+
+
+@dataclass(frozen=True)
+class Point:
+    """One config of a grid: the TrainConfig fields to set and the labels that name it (axis -> value or name)."""
+
+    fields: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(**self.fields)
+
+
+def explicit_fields(config: TrainConfig) -> dict[str, Any]:
+    """The fields of ``config`` that differ from the defaults of its dataset and protocol (plus those two).
+
+    Preset-resolved values are left out, so that a grid axis that changes the dataset or the protocol resolves
+    them anew. ``progress`` (decided where the run executes) is left out too.
+    """
+    default = dataclasses.asdict(TrainConfig(dataset=config.dataset, protocol=config.protocol))
+    values = dataclasses.asdict(config)
+    keep = {k: v for k, v in values.items() if v != default[k] and k != "progress"}
+    return {"dataset": config.dataset, "protocol": config.protocol, **keep}
+
+
+def grid(base: TrainConfig | dict, **axes) -> list[Point]:
+    """The cartesian product of ``axes`` over ``base`` (the last axis varies fastest).
+
+    An axis is a list of values of the config field of that name (``imbalance=[100, 10]``) or a dict of named
+    field sets (``method=METHODS``), whose names become the label. Later axes override earlier ones and the base.
+    """
+    fields = explicit_fields(base) if isinstance(base, TrainConfig) else dict(base)
+    _check_names(fields, "base")
+    options = []
+    for axis, values in axes.items():
+        if isinstance(values, dict):
+            for name, subset in values.items():
+                if not isinstance(subset, dict):
+                    raise ConfigError(f"axis {axis!r}: a named value must be a dict of config fields, got {name!r}: {subset!r}")
+                _check_names(subset, f"axis {axis!r} value {name!r}")
+            options.append([(name, dict(subset)) for name, subset in values.items()])
+        else:
+            if axis not in _FIELDS:
+                raise ConfigError(f"axis {axis!r} is not a config field and not a dict of named field sets; "
+                                  f"fields: {', '.join(_FIELDS)}")
+            values = list(values) if isinstance(values, (list, tuple, range)) else [values]
+            options.append([(v, {axis: v}) for v in values])
+    points = []
+    for combination in itertools.product(*options):
+        merged, labels = dict(fields), {}
+        for axis, (label, subset) in zip(axes, combination):
+            merged.update(subset)
+            labels[axis] = label
+        points.append(Point(merged, labels))
+    return points
+
+
+def _check_names(fields: dict, where: str) -> None:
+    unknown = sorted(set(fields) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown config field(s) {unknown}; fields: {', '.join(_FIELDS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# names
+
+
+def canonical(config: TrainConfig) -> dict[str, Any]:
+    """The fields that define what a run computes (JSON-ready): all but ``RESUMABLE_FIELDS``."""
+    values = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {k: v for k, v in values.items() if k not in RESUMABLE_FIELDS}
+
+
+def config_hash(config: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(canonical(config), sort_keys=True).encode()).hexdigest()
+
+
+def run_name(config: TrainConfig) -> str:
+    """``<dataset>_<subset>_<model>_<loss>[-<reweight>][_dsb]_s<seed>-<hash10>``: readable, unique per config."""
+    c = config
+    if c.train_counts is not None:
+        subset = "counts" + hashlib.sha256(str(c.train_counts).encode()).hexdigest()[:4]
+    elif c.train_per_class is not None:
+        subset = f"m{c.train_per_class}"
+    else:
+        subset = f"lt{c.imbalance:g}" if c.imbalance != 1 else "full"
+    loss = c.loss + (f"-{c.reweight}" if c.reweight != "none" else "")
+    parts = [c.dataset, subset, c.model, loss] + (["dsb"] if c.dsb else []) + [f"s{c.seed}"]
+    return "_".join(parts) + "-" + config_hash(c)[:10]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run
+
+
+@dataclass
+class Result:
+    """What happened to one point: ``status`` is one of STATUSES; ``record`` is run.json when complete."""
+
+    name: str
+    path: Path
+    labels: dict[str, Any]
+    config: TrainConfig | None
+    status: str
+    seconds: float = 0.0
+    record: dict | None = None
+    error: str | None = None
+
+    @property
+    def top1(self) -> float:
+        return self.record["final"]["top1"] if self.record else float("nan")
+
+
+@dataclass
+class Slurm:
+    """Where and how ``run(..., executor="slurm")`` submits (submitit parameters; ``extra`` adds any other)."""
+
+    partition: str | None = None
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    timeout_min: int = 240
+    runs_per_job: int = 1
+    cluster: str | None = None  # None: Slurm; "local" or "debug": submitit's local executors
+    wait: bool = True  # False: return at once with status "submitted"; collect(root) later
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, threads: int | None = None,
+        executor: str = "local", slurm: Slurm | None = None, stale: str = "warn", log=print) -> list[Result]:
+    """Train every point into ``root`` (see the module docstring); returns one Result per point, in order."""
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
+    if stale not in ("warn", "rerun"):
+        raise ValueError(f"stale must be 'warn' or 'rerun', got {stale!r}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    root = Path(root)
+    start = time.perf_counter()
+    results = [_prepare(p, root) for p in points]
+    source, stale_names, todo = records.source_sha256(), [], {}
+    for r in results:
+        if r.status == "cached" and r.record.get("source_sha256") != source:
+            if stale == "rerun":
+                _move_aside(r.path, r.record)
+                r.status, r.record = "trained", None
+            else:
+                stale_names.append(r.name)
+        if r.status in ("trained", "resumed"):
+            todo.setdefault(r.name, []).append(r)
+        elif r.status == "cached":
+            _log_result(r, log)
+        elif r.status == "failed":  # an invalid config
+            _log_result(r, log)
+    if stale_names:
+        warnings.warn(f"{len(stale_names)} cached run(s) were made by other semscale code (source sha256 differs), "
+                      f"e.g. {stale_names[0]}; run(..., stale='rerun') trains them again", UserWarning, stacklevel=2)
+    first = [group[0] for group in todo.values()]
+    if executor == "slurm":
+        _run_slurm(first, root, slurm or Slurm(), threads, log)
+    elif jobs == 1:
+        _run_here(first, threads, log)
+    else:
+        _run_workers(first, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), log)
+    for group in todo.values():  # the same config twice in the list: trained once
+        for r in group[1:]:
+            r.status, r.seconds, r.record, r.error = group[0].status, group[0].seconds, group[0].record, group[0].error
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    log(f"{len(results)} runs in {time.perf_counter() - start:.0f} s: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" -> {root}")
+    return results
+
+
+def _prepare(point, root: Path) -> Result:
+    """A Result with the folder and what is to be done: cached (complete), resumed, trained or failed (bad config)."""
+    if isinstance(point, Point):
+        fields, labels = point.fields, dict(point.labels)
+    elif isinstance(point, TrainConfig):
+        fields, labels = point, {}
+    else:
+        fields, labels = dict(point), {}
+    try:
+        config = fields if isinstance(fields, TrainConfig) else TrainConfig(**fields)
+    except (ConfigError, TypeError) as e:
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        path = root / f"invalid-{digest}"
+        _write_failure(path, str(e), fields)
+        return Result(path.name, path, labels, None, "failed", error=f"invalid config: {e}")
+    name = run_name(config)
+    path = root / name
+    if (path / "run.json").exists() and not (path / "checkpoint.pt").exists():
+        return Result(name, path, labels, config, "cached", record=json.loads((path / "run.json").read_text()))
+    return Result(name, path, labels, config, "resumed" if (path / "checkpoint.pt").exists() else "trained")
+
+
+def _move_aside(path: Path, record: dict) -> None:
+    """Keep a stale run (nothing written is lost) under <name>.stale-<its source hash>."""
+    aside = path.with_name(f"{path.name}.stale-{str(record.get('source_sha256', 'unknown'))[:8]}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    path.rename(aside)
+
+
+def _write_failure(path: Path, error: str, config) -> None:
+    fields = dataclasses.asdict(config) if isinstance(config, TrainConfig) else config
+    records.write_json_atomic(path / "failed.json", {"error": error, "config": fields,
+                                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _log_result(r: Result, log) -> None:
+    if r.status == "failed":
+        log(f"{r.name}: FAILED {r.error.strip().splitlines()[-1] if r.error else ''}")
+    else:
+        seconds = r.seconds if r.status != "cached" else r.record.get("wall_seconds", float("nan"))
+        log(f"{r.name}: top1 {r.top1:.4f}, {seconds:.0f} s, {r.status}")
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_one(config: TrainConfig, out: Path) -> tuple[dict | None, str | None]:
+    """Train (or resume) one run into ``out``: (record, None), or (None, error text) if it failed.
+
+    TrainingInterrupted and KeyboardInterrupt propagate: an interrupted sweep stops, its checkpoints kept.
+    """
+    from .train import train
+
+    try:
+        record = train(config, out, resume=(out / "checkpoint.pt").exists())
+    except (TrainingInterrupted, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+        error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        _write_failure(out, error, config)
+        return None, error
+    (out / "failed.json").unlink(missing_ok=True)
+    return record, None
+
+
+def _finish_result(r: Result, record: dict | None, error: str | None, seconds: float, log) -> None:
+    r.record, r.error, r.seconds = record, error, seconds
+    if record is None:
+        r.status = "failed"
+    _log_result(r, log)
+
+
+def _run_here(results: list[Result], threads: int | None, log) -> None:
+    with _torch_threads(threads):
+        for r in results:
+            start = time.perf_counter()
+            record, error = train_one(r.config, r.path)
+            _finish_result(r, record, error, time.perf_counter() - start, log)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker(config_fields: dict, out: str) -> tuple[dict | None, str | None, float]:
+    start = time.perf_counter()
+    try:
+        record, error = train_one(TrainConfig(**config_fields), Path(out))
+    except TrainingInterrupted as e:
+        record, error = None, f"interrupted: {e}"
+    return record, error, time.perf_counter() - start
+
+
+def _run_workers(results: list[Result], jobs: int, threads: int, log) -> None:
+    context = multiprocessing.get_context("spawn")  # CUDA and threads are safe only in fresh processes
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                                initargs=(threads,)) as pool:
+        futures = {pool.submit(_worker, dataclasses.asdict(dataclasses.replace(r.config, progress=False)),
+                               str(r.path)): r for r in results}
+        for future in concurrent.futures.as_completed(futures):
+            r = futures[future]
+            try:
+                record, error, seconds = future.result()
+            except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                record, error, seconds = None, f"worker died: {type(e).__name__}: {e}", 0.0
+                _write_failure(r.path, error, r.config)
+            _finish_result(r, record, error, seconds, log)
+
+
+def _train_chunk(chunk: list[tuple[dict, str]], threads: int | None) -> list[tuple[dict | None, str | None, float]]:
+    """A Slurm job's work: its runs one after the other."""
+    with _torch_threads(threads):
+        return [_worker(fields, out) for fields, out in chunk]
+
+
+def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | None, log) -> None:
+    import submitit
+
+    if not results:
+        return
+    executor = submitit.AutoExecutor(folder=root / ".submitit" / "%j", cluster=slurm.cluster)
+    params = {"timeout_min": slurm.timeout_min, "gpus_per_node": slurm.gpus_per_node,
+              "cpus_per_task": slurm.cpus_per_task, "name": "semscale", **slurm.extra}
+    if slurm.partition:
+        params["slurm_partition"] = slurm.partition
+    executor.update_parameters(**params)
+    size = max(1, slurm.runs_per_job)
+    chunks = [results[i:i + size] for i in range(0, len(results), size)]
+    payloads = [[(dataclasses.asdict(dataclasses.replace(r.config, progress=False)), str(r.path)) for r in chunk]
+                for chunk in chunks]
+    with executor.batch():
+        jobs = [executor.submit(_train_chunk, payload, threads) for payload in payloads]
+    for chunk, job in zip(chunks, jobs):
+        if not slurm.wait:
+            for r in chunk:
+                r.status = "submitted"
+                records.write_json_atomic(r.path / "submitted.json", {"job_id": str(job.job_id), "cluster": slurm.cluster or "slurm"})
+                log(f"{r.name}: submitted as job {job.job_id}")
+            continue
+        try:
+            outcomes = job.result()
+        except Exception as e:  # noqa: BLE001 - the job itself failed (timeout, node failure)
+            outcomes = [(None, f"slurm job {job.job_id} failed: {e}", 0.0)] * len(chunk)
+        for r, (record, error, seconds) in zip(chunk, outcomes):
+            _finish_result(r, record, error, seconds, log)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# collect and summarize
+
+
+class Tables(NamedTuple):
+    """Tidy frames of a sweep: one row per run, per (run, class), per (run, epoch) and per (run, epoch, class)."""
+
+    runs: pd.DataFrame
+    per_class: pd.DataFrame
+    epochs: pd.DataFrame
+    pool: pd.DataFrame
+
+
+def _run_row(name: str, path: Path, labels: dict, record: dict) -> dict:
+    row = {"run": name, **labels}
+    row.update({k: v for k, v in record["config"].items() if k not in labels})
+    row.update({k: record["final"][k] for k in FINAL_METRICS})
+    row.update({
+        "dataset_variant": record["dataset_variant"],
+        "subset_sha256": record["subset"]["sha256"],
+        "subset_size": record["subset"]["size"],
+        "wall_seconds": record["wall_seconds"],
+        "train_seconds": record["train_seconds"],
+        "img_per_s": record["img_per_s"],
+        "device": record["device"],
+        "threads": record.get("threads"),
+        "git_commit": record["git_commit"],
+        "source_sha256": record.get("source_sha256"),
+        "torch": record["packages"]["torch"],
+        "finished": record["finished"],
+        "path": str(path),
+    })
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
+
+
+def collect(source) -> Tables:
+    """Tidy frames of the complete runs in ``source``: the Results of ``run`` (with their labels) or a root folder.
+
+    Every frame carries the run's folder name (``run``), its labels and config fields, so it can be grouped and
+    plotted without merging; ``runs`` adds the final metrics and provenance.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a folder of runs")
+        complete = [(p.name, p, {}, json.loads((p / "run.json").read_text())) for p in sorted(root.iterdir())
+                    if (p / "run.json").exists() and not (p / "checkpoint.pt").exists()]
+    else:
+        seen, complete = set(), []
+        for r in source:
+            if r.record is not None and (r.name, tuple(r.labels.items())) not in seen:
+                seen.add((r.name, tuple(r.labels.items())))
+                complete.append((r.name, r.path, r.labels, r.record))
+    runs = pd.DataFrame([_run_row(*c) for c in complete])
+    if runs.empty:
+        empty = pd.DataFrame()
+        return Tables(runs, empty, empty, empty)
+    keys = [c for c in runs.columns if c not in (*FINAL_METRICS, "wall_seconds", "train_seconds", "img_per_s", "finished")]
+    tables = {}
+    for table in ("per_class", "epochs", "pool_history"):
+        parts = [pd.read_csv(path / f"{table}.csv").assign(run=name) for name, path, _, _ in complete]
+        frame = pd.concat(parts, ignore_index=True)
+        tables[table] = runs[keys].merge(frame, on="run", suffixes=("", f"_{table}"))
+    return Tables(runs, tables["per_class"], tables["epochs"], tables["pool_history"])
+
+
+def summarize(frame: pd.DataFrame, by: list[str] | str, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """Per group of ``by``: ``<metric>_mean``, ``<metric>_std`` (sample, ddof=1; NaN for one value) and ``n`` rows."""
+    by = [by] if isinstance(by, str) else list(by)
+    metrics = [m for m in (metrics or FINAL_METRICS) if m in frame.columns]
+    missing = [c for c in by if c not in frame.columns]
+    if missing:
+        raise KeyError(f"cannot group by {missing}: not columns of the frame; columns: {', '.join(map(str, frame.columns))}")
+    grouped = frame.groupby(by, sort=False, dropna=False)
+    out = grouped[metrics].agg(["mean", "std"])
+    out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    out["n"] = grouped.size()
+    return out.reset_index()
