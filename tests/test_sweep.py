@@ -153,6 +153,19 @@ def test_slurm_path_through_submitits_local_executor(tmp_path):
     assert [r.status for r in sweep.run(points, tmp_path / "slurm", executor="slurm", log=lambda line: None)] == ["cached"] * 2
 
 
+def test_slurm_without_waiting_returns_submitted_runs_that_collect_reads_later(tmp_path):
+    points = sweep.grid(BASE, seed=[0])
+    (submitted,) = sweep.run(points, tmp_path, executor="slurm", threads=1, log=lambda line: None,
+                             slurm=sweep.Slurm(cluster="local", wait=False, timeout_min=5))
+    assert submitted.status == "submitted" and submitted.record is None
+    assert json.loads((submitted.path / "submitted.json").read_text())["job_id"]
+    deadline = time.time() + 120
+    while not (submitted.path / "run.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    (row,) = sweep.collect(tmp_path).runs.itertuples()
+    assert row.run == submitted.name and 0 <= row.top1 <= 1
+
+
 def test_stale_runs_are_reported_or_retrained(tmp_path, monkeypatch):
     points = sweep.grid(BASE, seed=[0])
     (first,) = sweep.run(points, tmp_path, log=lambda line: None)
