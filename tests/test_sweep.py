@@ -221,3 +221,15 @@ def test_features_of_a_finished_run_reproduce_its_predictions(tmp_path):
     assert scales.S_prime.max() == pytest.approx(1.0) and (scales.volume > 0).all()
     with pytest.raises(FileNotFoundError, match="no finished run"):
         features.extract(tmp_path / "nothing")
+
+
+def test_a_run_interrupted_in_a_worker_stops_the_sweep_and_resumes_later(tmp_path):
+    points = [{**BASE, "epochs": 3, "stop_after_epoch": 1}, *sweep.grid(BASE, seed=[1, 2, 3, 4, 5])]
+    lines = []
+    with pytest.raises(sweep.TrainingInterrupted, match="sweep interrupted: 1 run"):
+        sweep.run(points, tmp_path, jobs=2, threads=1, log=lines.append)
+    first = tmp_path / sweep.run_name(TrainConfig(**points[0]))
+    assert (first / "checkpoint.pt").exists() and not (first / "run.json").exists()
+    assert any(line.startswith(first.name) and "interrupted" in line for line in lines)  # runs not started are cancelled
+    resumed = sweep.run([{**BASE, "epochs": 3}, *points[1:]], tmp_path, jobs=2, threads=1, log=lambda line: None)
+    assert resumed[0].status == "resumed" and all(r.record for r in resumed)

@@ -355,29 +355,49 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+_INTERRUPTED = "interrupted:"
+
+
 def _worker(config_fields: dict, out: str) -> tuple[dict | None, str | None, float]:
     start = time.perf_counter()
     try:
         record, error = train_one(TrainConfig(**config_fields), Path(out))
     except TrainingInterrupted as e:
-        record, error = None, f"interrupted: {e}"
+        record, error = None, f"{_INTERRUPTED} {e}"
     return record, error, time.perf_counter() - start
 
 
 def _run_workers(results: list[Result], jobs: int, threads: int, log) -> None:
+    """Run in ``jobs`` spawned processes. A run interrupted in a worker (a signal, stop_after_epoch) keeps its
+    checkpoint, the runs not started are cancelled, and TrainingInterrupted is raised once the others stop, as with
+    jobs=1; on Ctrl-C the workers (same process group) checkpoint their runs before the sweep stops."""
     context = multiprocessing.get_context("spawn")  # CUDA and threads are safe only in fresh processes
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                                initargs=(threads,)) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,))
+    interrupted = []
+    try:
         futures = {pool.submit(_worker, dataclasses.asdict(dataclasses.replace(r.config, progress=False)),
                                str(r.path)): r for r in results}
         for future in concurrent.futures.as_completed(futures):
             r = futures[future]
+            if future.cancelled():
+                continue
             try:
                 record, error, seconds = future.result()
             except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
                 record, error, seconds = None, f"worker died: {type(e).__name__}: {e}", 0.0
                 _write_failure(r.path, error, r.config)
+            if error and error.startswith(_INTERRUPTED):
+                interrupted.append(r)
+                log(f"{r.name}: {error.splitlines()[0]}")
+                for other in futures:
+                    other.cancel()
+                continue
             _finish_result(r, record, error, seconds, log)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if interrupted:
+        raise TrainingInterrupted(f"sweep interrupted: {len(interrupted)} run(s) checkpointed ({interrupted[0].name}, ...); "
+                                  f"run the sweep again to resume them", interrupted[0].path, None)
 
 
 def _train_chunk(chunk: list[tuple[dict, str]], threads: int | None) -> list[tuple[dict | None, str | None, float]]:
