@@ -9,7 +9,8 @@ treats it like any run. Every second stage ends in a plain linear classifier, fo
 
 * ``posthoc-la`` (Menon et al. 2021): ``b − τ log π`` (google-research/google-research logit_adjustment/main.py,
   the post-hoc branch of the test loop: ``logits − log(base_probs**tau + 1e-12)``; ``--tau`` defaults to 1.0).
-  ``stage2_tau``: a number (default 1, Menon's default) or ``heldout``.
+  ``stage2_tau``: a number (default 1, Menon's default) or ``heldout``. Their ``+ 1e-12`` guard is left out:
+  every class of a subset has images, so log π is finite.
 * ``tau-norm`` (Kang et al. 2020): ``W_c / ‖W_c‖^τ`` and no bias (facebookresearch/classifier-balancing
   tau_norm.py: ``pnorm`` lines 102-107; the logits are ``dotproduct_similarity`` without the bias, line 96).
   ``stage2_tau`` defaults to ``heldout``.

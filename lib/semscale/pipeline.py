@@ -14,7 +14,8 @@
   (``sqrt``: class c drawn ∝ √n_c). While the feature pool is kept (every run unless ``track_pool=False``; DSB
   needs it), epoch 1 is the plain permutation, so that the pool holds every sample before any weighting;
   re-sampling starts at epoch 2 (``epoch_order``). Draws come from the same generator as crops and flips, so
-  checkpoint/resume stays exact.
+  checkpoint/resume stays exact; a sample drawn twice in one batch leaves its last feature in the pool
+  (``FeaturePool.update(..., duplicates=True)``).
 * CDB's difficulty is measured on a balanced held-out split of training images that the subset leaves unused
   (``heldout_indices``), never on the test set.
 """
