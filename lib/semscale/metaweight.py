@@ -13,7 +13,10 @@ meta-weight-net-class-imbalance.py; followed here, written anew):
   1. look-ahead: the per-sample loss ``L_i`` of the training batch under the current network, weights
      ``v_i = V(L_i)`` normalised to sum 1 (lines 159-168), one plain SGD step of the network with the current
      learning rate and no momentum or weight decay, kept differentiable in V (``create_graph``; lines 170-172,
-     resnet.py ``update_params`` line 57);
+     resnet.py ``update_params`` line 57). V takes the loss *values* (``L_i`` detached), as in the paper's update
+     (θ̂ = θ − α Σ V(L_i; Θ) ∇_θ L_i) and the noisy-label code (xjtushujun/meta-weight-net, MW-Net.py line 206,
+     ``vnet(cost_v.data)``); the class-imbalance script feeds the undetached loss (line 159), which adds a
+     ∂V/∂L term to the look-ahead gradient;
   2. the meta loss: mean CE of the looked-ahead network on a meta batch (lines 175-179), one step of V's optimiser
      (lines 183-186);
   3. the real step: ``Σ v_i L_i / Σ v_i`` with the updated V, without gradient into V (lines 188-211).
