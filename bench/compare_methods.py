@@ -5,7 +5,7 @@ MNIST-LT (IF 100, exp profile, subset seed 0), small CNN, protocol paper-sec3 (A
 last-epoch top-1 on the full test set. jobs=2, threads=1. Writes a tidy CSV (one row per method: mean and sample
 std of top-1, balanced, many, medium, few over the seeds, plus the per-seed top-1).
 
-    python bench/compare_methods.py [--epochs 6] [--root runs/issue11-comparison] [--out reference/issue11_cpu_comparison.csv]
+    python bench/compare_methods.py [--epochs 6] [--root runs/issue11-comparison] [--out reference/issue11_cpu_comparison.csv] [--collect-only]
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--root", default="runs/issue11-comparison")
     parser.add_argument("--out", default="reference/issue11_cpu_comparison.csv")
+    parser.add_argument("--collect-only", action="store_true", help="write the table of the finished runs, train nothing")
     args = parser.parse_args()
     base = dict(dataset="mnist", imbalance=100, model="cnn", protocol="paper-sec3", epochs=args.epochs,
                 dsb_stage_epochs=2, eval_every=0, progress=False, device="cpu")
     names = [m for name in METHODS for m in (name, f"{name}+DSB")]
     points = sweep.grid(base, method={m: sweep.METHODS[m] for m in names}, seed=[0, 1, 2])
-    results = sweep.run(points, args.root, jobs=2, threads=1)
+    if args.collect_only:  # what is finished, without training (n < 3 where runs are missing)
+        results = [r for r in (sweep._prepare(p, Path(args.root)) for p in points) if r.status == "cached"]
+    else:
+        results = sweep.run(points, args.root, jobs=2, threads=1)
     runs = sweep.collect(results).runs
     table = sweep.summarize(runs, by=["method"], metrics=["top1", "balanced", "many", "medium", "few"])
     per_seed = runs.pivot_table(index="method", columns="seed", values="top1")
