@@ -385,12 +385,60 @@ def test_class_weights_shape_checked():
 
 
 # ---------------------------------------------------------------------------------------------
+# GLA and GCA (Cortes, Mohri & Zhong 2025; forms derived from the abstract)
+
+
+def _np_log_softmax(x):
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def test_gla_by_hand():
+    prior = np.array(COUNTS, float) / sum(COUNTS)
+    logp = _np_log_softmax(LOGITS + 0.7 * np.log(prior))[np.arange(len(TARGETS)), TARGETS]
+    p = np.exp(logp)
+    for q in (0.5, 1.0, -1.0):
+        expected = ((1 - p ** q) / q).mean()
+        assert close(build_loss("gla", COUNTS, q=q, tau=0.7)(z(), y()), expected)
+    assert close(build_loss("gla", COUNTS, q=1.0, tau=0.7)(z(), y()), (1 - p).mean())  # MAE
+    assert close(build_loss("gla", COUNTS, q=-1.0, tau=0.7)(z(), y()), (1 / p - 1).mean())  # sum-exponential
+    # q = 0 is the logit-adjusted loss
+    assert close(build_loss("gla", COUNTS, q=0.0, tau=0.7)(z(), y()), build_loss("logit-adjusted", COUNTS, tau=0.7)(z(), y()), 1e-6)
+    with pytest.raises(ValueError, match="q must be in"):
+        build_loss("gla", COUNTS, q=1.5)
+
+
+def test_gca_by_hand():
+    n = np.array(COUNTS, float)
+    w = (1 / n) / (1 / n).sum() * len(n)
+    m = n ** -0.25 * (0.4 / (n ** -0.25).max())
+    x = LOGITS.copy()
+    x[np.arange(len(TARGETS)), TARGETS] -= m[TARGETS]
+    p = np.exp(_np_log_softmax(x)[np.arange(len(TARGETS)), TARGETS])
+    per_sample = (1 - p ** 0.5) / 0.5
+    a = w[TARGETS]
+    loss = build_loss("gca", COUNTS, q=0.5, margin_max=0.4)
+    assert close(loss(z(), y()), (a * per_sample).sum() / a.sum())
+    # composes with DSB-style extra class weights: they multiply
+    extra = np.array([1.0, 0.5, 2.0])
+    a2 = (w * extra)[TARGETS]
+    assert close(loss(z(), y(), class_weights=torch.tensor(extra)), (a2 * per_sample).sum() / a2.sum())
+    # no margin, q = 0: inverse-frequency weighted CE
+    ce = -_np_log_softmax(LOGITS)[np.arange(len(TARGETS)), TARGETS]
+    assert close(build_loss("gca", COUNTS, q=0.0, margin_max=0.0)(z(), y()), (a * ce).sum() / a.sum())
+
+
+# ---------------------------------------------------------------------------------------------
 # gradients, dtypes, devices, compile
 
 
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("reweight", REWEIGHTS)
 def test_gradient_flows(name, reweight):
+    if name == "gca" and reweight != "none":
+        with pytest.raises(ValueError, match="its own inverse-frequency"):
+            build_loss(name, COUNTS, reweight=reweight)
+        return
     loss = build_loss(name, COUNTS, reweight=reweight)
     loss.set_epoch(9, 10)
     loss.update_class_accuracy([0.9, 0.5, 0.2])

@@ -48,7 +48,7 @@ def test_grid_is_the_cartesian_product_with_labels():
 
 
 def test_methods_name_what_they_are():
-    assert len(sweep.METHODS) == 2 * len(sweep.BASE_METHODS) == 18
+    assert len(sweep.METHODS) == 2 * (len(sweep.BASE_METHODS) + len(sweep.OTHER_METHODS)) == 18 + 20
     assert sweep.METHODS["LDAM-DRW+DSB"] == {"loss": "ldam", "reweight": "drw", "dsb": True}
     assert sweep.METHODS["CB-Focal"]["reduction"] == "mean" and sweep.METHODS["CDB-CE"]["reduction"] == "mean"
     assert "reduction" not in sweep.METHODS["CE-DRW"]  # LDAM-DRW's weighted mean, the default

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import records
-from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig
+from .config import ADDED_FIELDS, RESUMABLE_FIELDS, ConfigError, TrainConfig
 
 CHECKPOINT_FORMAT = 2  # 2: configs carry `protocol` and `cdb_heldout`
 
@@ -79,6 +79,7 @@ def save(path: Path, run, next_epoch: int, state, history: dict) -> None:
         "optimizer": run.optimizer.state_dict(),
         "loss": run.loss.state_dict(),
         "pool": None if run.pool is None else run.pool.state_dict(),
+        "mwn": None if getattr(run, "mwn", None) is None else run.mwn.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "history": history,
@@ -104,6 +105,8 @@ def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object, dict]:
     run.loss.load_state_dict(checkpoint["loss"])
     if run.pool is not None:
         run.pool.load_state_dict(checkpoint["pool"])
+    if getattr(run, "mwn", None) is not None:
+        run.mwn.load_state_dict(checkpoint["mwn"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
@@ -121,6 +124,7 @@ def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object, dict]:
 def check_same_config(saved: dict, config: TrainConfig) -> None:
     """ConfigError unless ``config`` equals the ``saved`` one in every field outside RESUMABLE_FIELDS."""
     saved, now = (json.loads(json.dumps(d)) for d in (saved, dataclasses.asdict(config)))  # tuples vs JSON lists
+    saved = {**ADDED_FIELDS, **saved}  # written before those fields existed: their defaults
     differ = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in now
               if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
     if differ:

@@ -41,6 +41,8 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("ldam", "exponential", "cosine")
 NORMALIZATIONS = ("subset", "fixed")
 COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
+SAMPLERS = ("none", "class-balanced", "sqrt")  # pipeline.epoch_order
+SECOND_STAGES = ("none", "posthoc-la", "crt", "tau-norm", "lws")  # semscale.decoupling
 PROTOCOLS: dict[str, dict[str, typing.Any]] = {
     # LDAM-DRW's CIFAR-LT script (kaidic/LDAM-DRW, cifar_train.py): SGD 0.1, momentum 0.9, wd 2e-4, batch 128
     "ldam-cifar-lt": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
@@ -62,6 +64,8 @@ CHOICES = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "compile": COMPILE_MODES,
+    "sampler": SAMPLERS,
+    "second_stage": SECOND_STAGES,
 }
 # config field -> build_loss parameter (None = the loss's default; only valid for losses/reweights that have it)
 LOSS_PARAM_FIELDS = {
@@ -72,8 +76,18 @@ LOSS_PARAM_FIELDS = {
     "cb_beta": "beta",
     "drw_fraction": "drw_fraction",
     "cdb_tau": "cdb_tau",
+    "gce_q": "q",
+    "gca_margin": "margin_max",
 }
 # fields that may differ when resuming: they change how the run is executed or logged, not what it computes
+# Fields added after the first sweeps (issue 11), with their defaults: at the default they are left out of the sweep's
+# config hash (sweep.canonical) and a checkpoint or record without them reads as the default, so the folders and
+# checkpoints of earlier runs keep their names and stay resumable.
+ADDED_FIELDS: dict[str, typing.Any] = {
+    "sampler": "none", "gce_q": None, "gca_margin": None, "mwn": False, "mwn_meta_per_class": 10, "mwn_lr": 1e-5,
+    "second_stage": "none", "stage2_tau": None, "stage2_epochs": None, "stage2_lr": 0.2, "stage2_batch_size": 512,
+}
+SECOND_STAGE_FIELDS = ("second_stage", "stage2_tau", "stage2_epochs", "stage2_lr", "stage2_batch_size")
 RESUMABLE_FIELDS = ("device", "compile", "progress", "checkpoint_every", "stop_after_epoch", "eval_every", "eval_batch_size")
 FIXED_NORMALIZATION = {  # (mean, std) per channel
     "mnist": ((0.1307,), (0.3081,)),
@@ -112,6 +126,7 @@ class TrainConfig:
     augment: bool | None = _opt(None, "random crop and flip on the device (the paper's Sec 3 uses none)")
     crop_padding: int = _opt(4, "zero padding of the random crop (0: no crop)")
     flip: bool = _opt(True, "random horizontal flip")
+    sampler: str = _opt("none", "re-sampling: each epoch draws N samples with replacement, p ∝ n_c^-1 (class-balanced) or n_c^-1/2 (sqrt)")
     resize: int | None = _opt(None, "resize every image once to SIZE x SIZE (e.g. 32 for Tiny-ImageNet)")
     normalization: str | None = _opt(None, "per-channel mean/std: fixed constants (default where they exist) or from the training subset")
     # model and loss
@@ -127,7 +142,19 @@ class TrainConfig:
     cb_beta: float | None = _opt(None, "class-balanced beta for cb/drw (default 0.9999)")
     drw_fraction: float | None = _opt(None, "DRW switches to CB weights at this fraction of the epochs (default 0.8)")
     cdb_tau: str | None = _opt(None, "CDB tau: 'dynamic-v1' (CDB's CIFAR-LT script), 'dynamic' or a number (default dynamic-v1)")
-    cdb_heldout: int = _opt(25, "CDB: images per class of the balanced held-out split its difficulty is measured on")
+    cdb_heldout: int = _opt(25, "CDB: images per class of the balanced held-out split its difficulty is measured on (also the split of the second stages' tau)")
+    gce_q: float | None = _opt(None, "GLA/GCA: q of the general cross-entropy family (1 - p^q)/q, 0 = CE (default 0.5)")
+    gca_margin: float | None = _opt(None, "GCA: largest class-dependent confidence margin, m_c ∝ n_c^-1/4 (default 0.5)")
+    # Meta-Weight-Net
+    mwn: bool = _opt(False, "Meta-Weight-Net: per-sample weights from an MLP of the loss, learned on a balanced meta set")
+    mwn_meta_per_class: int = _opt(10, "MWN: meta-set images per class, from training images the subset leaves unused")
+    mwn_lr: float = _opt(1e-5, "MWN: learning rate of the weighting net (SGD, momentum 0.9, Nesterov, wd 5e-4)")
+    # second stage on a finished run
+    second_stage: str = _opt("none", "second stage on the finished first-stage run (the same config without it)")
+    stage2_tau: str | None = _opt(None, "posthoc-la / tau-norm tau: a number or 'heldout' (chosen on the held-out split; default: 1 for posthoc-la, heldout for tau-norm)")
+    stage2_epochs: int | None = _opt(None, "crt / lws epochs (default 10 for crt, 5 for lws)")
+    stage2_lr: float = _opt(0.2, "crt / lws learning rate (SGD, momentum 0.9, wd 5e-4, cosine)")
+    stage2_batch_size: int = _opt(512, "crt / lws batch size")
     # DSB
     dsb: bool = _opt(False, "weight the loss by 1/S from the feature pool (DSB)")
     dsb_stage_epochs: int = _opt(5, "n: epoch 1 fills the pool, 2..n refresh it, weighting from n+1")
@@ -271,10 +298,34 @@ def _validate(c: TrainConfig) -> None:
         torch.device("cuda" if c.device == "auto" else c.device)
     except RuntimeError:
         raise ConfigError(f"invalid device {c.device!r}; use auto, cpu, cuda or cuda:N") from None
+    _check(c.loss != "gca" or c.reweight == "none", "gca has its own inverse-frequency class weights: use reweight=none")
+    _check(c.mwn_meta_per_class >= 1 and c.mwn_lr >= 0, "mwn_meta_per_class must be >= 1 and mwn_lr >= 0")
+    _check(c.mwn or (c.mwn_meta_per_class, c.mwn_lr) == (ADDED_FIELDS["mwn_meta_per_class"], ADDED_FIELDS["mwn_lr"]),
+           "mwn_meta_per_class and mwn_lr apply only with mwn=true")
+    if c.second_stage == "none":
+        _check(all(getattr(c, f) == ADDED_FIELDS[f] for f in SECOND_STAGE_FIELDS),
+               "stage2_* fields apply only with a second_stage")
+    else:
+        _check(not (c.normed_classifier or (c.normed_classifier is None and c.loss == "ldam")),
+               f"second_stage {c.second_stage!r} needs a linear classifier (normed_classifier=false)")
+        _check(c.stage2_tau is None or c.second_stage in ("posthoc-la", "tau-norm"), "stage2_tau applies to posthoc-la and tau-norm")
+        _check(c.stage2_epochs is None or c.second_stage in ("crt", "lws"), "stage2_epochs applies to crt and lws")
+        _check(c.stage2_epochs is None or c.stage2_epochs >= 1, "stage2_epochs must be >= 1")
+        _check(c.stage2_lr >= 0 and c.stage2_batch_size >= 1, "stage2_lr must be >= 0 and stage2_batch_size >= 1")
+        if c.stage2_tau is not None and c.stage2_tau != "heldout":
+            try:
+                float(c.stage2_tau)
+            except ValueError:
+                raise ConfigError(f"stage2_tau must be a number or 'heldout', got {c.stage2_tau!r}") from None
     valid_params = {**losses.LOSS_PARAMS[c.loss], **losses.REWEIGHT_PARAMS[c.reweight]}
     for name, param in LOSS_PARAM_FIELDS.items():
         _check(getattr(c, name) is None or param in valid_params,
                f"{name} does not apply to loss {c.loss!r} with reweight {c.reweight!r}")
+
+
+def first_stage(c: TrainConfig) -> TrainConfig:
+    """The first stage of a two-stage config: the same config without its second stage (the plain run it shares)."""
+    return dataclasses.replace(c, **{f: ADDED_FIELDS[f] for f in SECOND_STAGE_FIELDS})
 
 
 def warn_combinations(c: TrainConfig) -> None:

@@ -8,6 +8,14 @@
 * Each epoch draws its permutation, crops and flips from one ``torch.Generator`` on the device seeded from
   (seed, epoch), so a resumed run sees the same batches; ``batches`` yields ``(ids, x, y)`` from any batch
   index on. The last partial batch is kept (as LDAM).
+* Re-sampling (``sampler``; Buda et al. 2018, the square-root form of Mahajan et al. 2018 / Kang et al. 2020):
+  instead of the permutation, the epoch draws N = subset-size sample ids with replacement from the epoch's
+  generator, each with probability ∝ n_c^(−1) (``class-balanced``: every class equally likely) or n_c^(−1/2)
+  (``sqrt``: class c drawn ∝ √n_c). While the feature pool is kept (every run unless ``track_pool=False``; DSB
+  needs it), epoch 1 is the plain permutation, so that the pool holds every sample before any weighting;
+  re-sampling starts at epoch 2 (``epoch_order``). Draws come from the same generator as crops and flips, so
+  checkpoint/resume stays exact; a sample drawn twice in one batch leaves its last feature in the pool
+  (``FeaturePool.update(..., duplicates=True)``).
 * CDB's difficulty is measured on a balanced held-out split of training images that the subset leaves unused
   (``heldout_indices``), never on the test set.
 """
@@ -149,6 +157,41 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     g = torch.Generator(device=device)
     g.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
     return g
+
+
+def sampling_probabilities(labels: torch.Tensor, counts, sampler: str) -> torch.Tensor:
+    """Per-sample draw probabilities (float64, sum 1) of ``sampler``: ∝ n_y^(−1) or n_y^(−1/2)."""
+    n = torch.as_tensor(np.asarray(counts, dtype=np.float64), device=labels.device)[labels]
+    power = {"class-balanced": 1.0, "sqrt": 0.5}[sampler]
+    p = n.pow(-power)
+    return p / p.sum()
+
+
+def epoch_order(train_data: TrainData, config: TrainConfig, epoch: int, generator: torch.Generator,
+                pool_kept: bool) -> torch.Tensor:
+    """The epoch's sample ids: a permutation, or N draws with replacement under ``config.sampler``.
+
+    With a sampler, epoch 1 is still the permutation while the feature pool is kept (``pool_kept``), so the pool
+    is full before DSB weights anything.
+    """
+    n = len(train_data.train_labels)
+    if config.sampler == "none" or (epoch == 1 and pool_kept):
+        return torch.randperm(n, generator=generator, device=train_data.train_labels.device)
+    p = sampling_probabilities(train_data.train_labels, train_data.train_counts, config.sampler)
+    return torch.multinomial(p.float(), n, replacement=True, generator=generator)
+
+
+def heldout_split(config: TrainConfig, device: torch.device, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``per_class`` unused training images per class (``heldout_indices``, subset_seed's stream) as uint8 on ``device``,
+    resized like the training images: (images, labels, from_subset). MWN's meta set and the second stages' tau split."""
+    train = data.load(config.dataset, "train")
+    subset, _, _ = training_subset(config, train.labels)
+    index, from_subset = heldout_indices(train.labels.numpy(), subset.indices, per_class, config.subset_seed)
+    index = torch.from_numpy(index)
+    images = train.images[index].to(device)
+    if config.resize is not None:
+        images = _resize(images, config.resize)
+    return images, train.labels[index].to(device), from_subset
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

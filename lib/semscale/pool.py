@@ -66,9 +66,19 @@ class FeaturePool:
         self.features = torch.zeros(labels.shape[0], self.dim, dtype=torch.float32, device=labels.device)
         self.filled = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
 
-    def update(self, ids: torch.Tensor, features: torch.Tensor) -> None:
-        """Store the pooled, detached ``features`` (B, F) of samples ``ids`` (B,)."""
-        self.features[ids] = pooled(features, self.dim)
+    def update(self, ids: torch.Tensor, features: torch.Tensor, duplicates: bool = False) -> None:
+        """Store the pooled, detached ``features`` (B, F) of samples ``ids`` (B,).
+
+        ``duplicates``: ``ids`` may repeat (a re-sampled batch); then the last occurrence of each id is stored
+        (an indexed write with repeated indices is undefined, and was measured to vary between runs on CPU)."""
+        values = pooled(features, self.dim)
+        if duplicates:
+            position = torch.arange(len(ids), device=ids.device)
+            last = torch.full((self.features.shape[0],), -1, dtype=torch.long, device=ids.device)
+            last.scatter_reduce_(0, ids, position, reduce="amax")
+            keep = last[ids] == position
+            ids, values = ids[keep], values[keep]
+        self.features[ids] = values
         self.filled[ids] = True
 
     def is_full(self) -> bool:

@@ -42,7 +42,7 @@ import torch
 
 from . import records
 from .checkpoint import TrainingInterrupted
-from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig
+from .config import ADDED_FIELDS, RESUMABLE_FIELDS, ConfigError, TrainConfig, first_stage
 
 # Named recipes: the fields each method sets over the base config. The batch reduction is each source's own
 # (PAPER.md §6): F.cross_entropy(weight=) is the weighted mean Σ aL / Σ a; a plain .mean() is Σ aL / N.
@@ -67,11 +67,36 @@ BASE_METHODS: dict[str, dict[str, Any]] = {
     # averaged over the batch (line 76)
     "CDB-CE": {"loss": "ce", "reweight": "cdb", "cdb_tau": "dynamic-v1", "reduction": "mean"},
 }
+# The other imbalance methods of the study's sources (issue 11). Each has a +DSB form below: DSB weights the loss
+# of the (first-stage) training, and its weights multiply the sampler's draws, GLA/GCA's class weights and MWN's
+# sample weights. The second stages themselves (cRT, LWS: plain CE on class-balanced draws; post-hoc LA, τ-norm: no
+# training) take no DSB weights: "cRT+DSB" is cRT on a CE+DSB first stage.
+OTHER_METHODS: dict[str, dict[str, Any]] = {
+    # Buda et al. 2018 (the paper's Sec 1 argues against it): p(sample) ∝ 1/n_c, N draws with replacement per epoch;
+    # square-root sampling (Mahajan et al. 2018, Kang et al. 2020 "feat_squareroot"): p(class) ∝ √n_c
+    "CB sampling": {"loss": "ce", "sampler": "class-balanced"},
+    "Sqrt sampling": {"loss": "ce", "sampler": "sqrt"},
+    # Menon et al. 2021: logits − τ log π on the finished CE run, τ = 1 (logit_adjustment/main.py flag tau=1.0), or
+    # τ chosen on the held-out split
+    "Post-hoc LA": {"loss": "ce", "second_stage": "posthoc-la"},
+    "Post-hoc LA (τ held-out)": {"loss": "ce", "second_stage": "posthoc-la", "stage2_tau": "heldout"},
+    # Kang et al. 2020 (facebookresearch/classifier-balancing): second stages on the CE run (semscale.decoupling)
+    "cRT": {"loss": "ce", "second_stage": "crt"},
+    "τ-norm": {"loss": "ce", "second_stage": "tau-norm"},
+    "LWS": {"loss": "ce", "second_stage": "lws"},
+    # Cortes, Mohri & Zhong 2025, forms derived from the abstract (losses.py): q = 0.5, τ = 1, margin 0.5
+    "GLA": {"loss": "gla"},
+    "GCA": {"loss": "gca"},
+    # Shu et al. 2019 (semscale.metaweight): CE, weights from V(loss), meta set of 10 unused images per class
+    "MWN": {"loss": "ce", "mwn": True},
+}
 # DSB multiplies whatever weights the method already has (PAPER.md §6): LDAM-DRW+DSB has both; LDAM+DSB is the
 # paper's own form, the per-sample loss divided by S_y.
 METHODS: dict[str, dict[str, Any]] = {
     **BASE_METHODS,
     **{f"{name}+DSB": {**fields, "dsb": True} for name, fields in BASE_METHODS.items()},
+    **OTHER_METHODS,
+    **{f"{name}+DSB": {**fields, "dsb": True} for name, fields in OTHER_METHODS.items()},
 }
 STATUSES = ("trained", "resumed", "cached", "failed", "submitted")
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +183,8 @@ def _check_names(fields: dict, where: str) -> None:
 def canonical(config: TrainConfig) -> dict[str, Any]:
     """The fields that define what a run computes (JSON-ready): all but ``RESUMABLE_FIELDS``."""
     values = json.loads(json.dumps(dataclasses.asdict(config)))
-    return {k: v for k, v in values.items() if k not in RESUMABLE_FIELDS}
+    return {k: v for k, v in values.items()  # fields added later count only where set, so older folders keep their names
+            if k not in RESUMABLE_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -166,7 +192,7 @@ def config_hash(config: TrainConfig) -> str:
 
 
 def run_name(config: TrainConfig) -> str:
-    """``<dataset>_<subset>_<model>_<loss>[-<reweight>][_dsb]_s<seed>-<hash10>``: readable, unique per config."""
+    """``<dataset>_<subset>_<model>_<loss>[-<reweight>][_cbs|_sqrts][_mwn][_dsb][_<second stage>]_s<seed>-<hash10>``."""
     c = config
     if c.train_counts is not None:
         subset = "counts" + hashlib.sha256(str(c.train_counts).encode()).hexdigest()[:4]
@@ -175,7 +201,9 @@ def run_name(config: TrainConfig) -> str:
     else:
         subset = f"lt{c.imbalance:g}" if c.imbalance != 1 else "full"
     loss = c.loss + (f"-{c.reweight}" if c.reweight != "none" else "")
-    parts = [c.dataset, subset, c.model, loss] + (["dsb"] if c.dsb else []) + [f"s{c.seed}"]
+    extra = ([{"class-balanced": "cbs", "sqrt": "sqrts"}[c.sampler]] if c.sampler != "none" else []) + (["mwn"] if c.mwn else [])
+    stage2 = [c.second_stage] if c.second_stage != "none" else []
+    parts = [c.dataset, subset, c.model, loss] + extra + (["dsb"] if c.dsb else []) + stage2 + [f"s{c.seed}"]
     return "_".join(parts) + "-" + config_hash(c)[:10]
 
 
@@ -244,13 +272,27 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
     if stale_names:
         warnings.warn(f"{len(stale_names)} cached run(s) were made by other semscale code (source sha256 differs), "
                       f"e.g. {stale_names[0]}; run(..., stale='rerun') trains them again", UserWarning, stacklevel=2)
-    first = [group[0] for group in todo.values()]
-    if executor == "slurm":
-        _run_slurm(first, root, slurm or Slurm(), threads, log)
-    elif jobs == 1:
-        _run_here(first, threads, log)
-    else:
-        _run_workers(first, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), log)
+    leaders = [group[0] for group in todo.values()]
+    # two-stage configs (decoupling, post-hoc LA) go after every first stage: their first stages (the same configs
+    # without the second stage) are trained with the one-stage runs, shared, and not returned unless asked for
+    second = [r for r in leaders if r.config.second_stage != "none"]
+    first = [r for r in leaders if r.config.second_stage == "none"]
+    for r in second:
+        hidden = _prepare(first_stage(r.config), root)
+        if hidden.status in ("trained", "resumed") and hidden.name not in todo and all(h.name != hidden.name for h in first):
+            first.append(hidden)
+    for batch in (first, second):
+        if executor == "slurm":
+            if batch is second and not (slurm or Slurm()).wait:
+                for r in second:
+                    _finish_result(r, None, "second stage not run: its first stage was submitted (wait=False); "
+                                   "call run() again when the Slurm jobs have finished", 0.0, log)
+                continue
+            _run_slurm(batch, root, slurm or Slurm(), threads, log)
+        elif jobs == 1:
+            _run_here(batch, threads, log)
+        else:
+            _run_workers(batch, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), log)
     for group in todo.values():  # the same config twice in the list: trained once
         for r in group[1:]:
             r.status, r.seconds, r.record, r.error = group[0].status, group[0].seconds, group[0].record, group[0].error
@@ -325,7 +367,12 @@ def train_one(config: TrainConfig, out: Path) -> tuple[dict | None, str | None]:
     from .train import train
 
     try:
-        record = train(config, out, resume=(out / "checkpoint.pt").exists())
+        if config.second_stage != "none":  # its first stage is the sibling folder, trained before (see run)
+            from .decoupling import train_second_stage
+
+            record = train_second_stage(config, out, out.parent / run_name(first_stage(config)), train_first=False)
+        else:
+            record = train(config, out, resume=(out / "checkpoint.pt").exists())
     except (TrainingInterrupted, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on

@@ -116,6 +116,7 @@ class Run:
     pool: FeaturePool | None
     bf16: bool
     memory_format: torch.memory_format
+    mwn: typing.Any = None  # metaweight.MetaWeight with config.mwn
 
     @property
     def num_batches(self) -> int:
@@ -181,23 +182,36 @@ def build_run(config: TrainConfig, train_data: TrainData, device: torch.device) 
     if config.track_pool:
         pool = FeaturePool(train_data.train_labels, train_data.num_classes, dim=config.pool_dim,
                            alpha=config.dsb_alpha, eps=config.dsb_eps)
+    mwn = None
+    if config.mwn:
+        from .metaweight import MetaWeight
+
+        mwn = MetaWeight.for_run(config, train_data, device)
     return Run(config, device, train_data, model, forward, optimizer, loss, pool, cuda and config.bf16,
-               memory_format(config, device))
+               memory_format(config, device), mwn)
 
 
 def new_epoch(run: Run, epoch: int) -> EpochState:
     generator = pipeline.epoch_generator(run.config.seed, epoch, run.device)
-    order = torch.randperm(len(run.data.train_labels), generator=generator, device=run.device)
+    order = pipeline.epoch_order(run.data, run.config, epoch, generator, pool_kept=run.pool is not None)
     return EpochState(epoch, generator, order, torch.zeros((), dtype=torch.float64, device=run.device),
                       torch.zeros(run.data.num_classes, dtype=torch.int64, device=run.device))
 
 
-def train_step(run: Run, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weighting: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step: forward, pool update, (DSB-weighted) loss, backward, optimiser step. Returns (loss, logits)."""
+def train_step(run: Run, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weighting: bool,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step: forward, pool update, (DSB-weighted) loss, backward, optimiser step. Returns (loss, logits).
+
+    With Meta-Weight-Net (``run.mwn``) the step is :func:`semscale.metaweight.train_step`, which draws its meta
+    batch from ``generator`` (the epoch's)."""
+    if run.mwn is not None:
+        from .metaweight import train_step as mwn_step
+
+        return mwn_step(run, ids, x, y, run.pool.scales().weight if weighting else None, generator)
     with run.autocast():
         logits, features = run.forward(x)
     if run.pool is not None:
-        run.pool.update(ids, features)
+        run.pool.update(ids, features, duplicates=run.config.sampler != "none")
     loss = run.loss(logits, y, class_weights=run.pool.scales().weight if weighting else None)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -215,7 +229,7 @@ def train_epoch(run: Run, state: EpochState, should_stop: typing.Callable[[], bo
     run.model.train()
     start = time.perf_counter()
     for ids, x, y in pipeline.batches(run.data, cfg, state.order, state.generator, state.next_batch, run.memory_format):
-        loss, logits = train_step(run, ids, x, y, weighting)
+        loss, logits = train_step(run, ids, x, y, weighting, state.generator)
         state.loss_sum += loss.double() * len(ids)
         state.correct.index_add_(0, y, (logits.argmax(1) == y).long())
         state.next_batch += 1
@@ -271,8 +285,10 @@ def pool_table(run: Run, epoch: int | None = None) -> pd.DataFrame:
 
 
 def train_class_accuracy(run: Run, state: EpochState) -> np.ndarray:
-    """Per-class accuracy of the epoch's running training counts (augmented batches, train mode)."""
-    return state.correct.cpu().numpy() / np.maximum(run.data.train_counts, 1)
+    """Per-class accuracy of the epoch's running training counts (augmented batches, train mode), over the epoch's
+    draws of each class (the class sizes, unless a sampler drew them)."""
+    drawn = torch.bincount(run.data.train_labels[state.order], minlength=run.data.num_classes).cpu().numpy()
+    return state.correct.cpu().numpy() / np.maximum(drawn, 1)
 
 
 def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
@@ -343,8 +359,13 @@ def train(config: TrainConfig, out_dir, resume: bool = False) -> dict:
     ``resume``: continue from out_dir/checkpoint.pt (the config must match, see RESUMABLE_FIELDS); a finished
     run returns its record; an empty out_dir starts a new run. Without ``resume`` an out_dir that already
     holds a run is an error. Raises TrainingInterrupted after saving a checkpoint on SIGINT/SIGTERM or
-    ``stop_after_epoch``.
+    ``stop_after_epoch``. A config with a ``second_stage`` trains (or reads back) its first stage into
+    out_dir/first_stage and runs the second stage into out_dir (:mod:`semscale.decoupling`).
     """
+    if config.second_stage != "none":  # a two-stage run: the first stage into out_dir/first_stage, then the second
+        from .decoupling import FIRST_STAGE_DIR, train_second_stage
+
+        return train_second_stage(config, out_dir, Path(out_dir) / FIRST_STAGE_DIR, resume=resume)
     out, wall_start = Path(out_dir), time.perf_counter()
     started = _start(config, out, resume)
     if isinstance(started, dict):
@@ -431,7 +452,12 @@ def _finish(run: Run, out: Path, history: dict, test: dict, state: EpochState) -
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "engine": {"partial_batch": "kept", "lr_granularity": "epoch", "cdb": cdb, "logits": "float32",
                    "pool": "tracked" if run.pool is not None else "off",
-                   "amp": "bf16" if run.bf16 else "none", "channels_last": run.memory_format == torch.channels_last},
+                   "amp": "bf16" if run.bf16 else "none", "channels_last": run.memory_format == torch.channels_last,
+                   **({"sampler": f"{c.sampler}: N draws with replacement per epoch"
+                                  + ("; epoch 1 the plain permutation (pool fill)" if run.pool is not None else "")}
+                      if c.sampler != "none" else {}),
+                   **({"mwn": {"meta_per_class": c.mwn_meta_per_class, "lr": c.mwn_lr, "meta_set": "unused training images"}}
+                      if c.mwn else {})},
         **records.provenance(run.device),
         "device_type": run.device.type,
         "threads": torch.get_num_threads(),
