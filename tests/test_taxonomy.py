@@ -195,7 +195,7 @@ def test_reference_results_parse_and_name_their_provenance():
         assert len(frame) > 0 and len(frame.columns) > 1, path.name
     assert sorted(REFERENCE.glob("*.png")), "no reference figures"
     prov = json.loads((REFERENCE / "provenance.json").read_text())
-    for key in ("git_commit", "packages", "device", "profile", "parameters", "wall_minutes", "date"):
+    for key in ("git_commit", "packages", "device", "profile", "parameters", "minutes", "date"):
         assert key in prov, key
     assert prov["profile"] == "default"
     assert (REFERENCE / "FINDINGS.md").read_text().strip()

@@ -351,13 +351,13 @@ def measure_drift(config: TrainConfig, *, threads: int | None = 1) -> Drift:
         pool, visits, where = run.pool, [], {"epoch": 0, "batch": 0}
         update = pool.update
 
-        def recording_update(ids, features):
+        def recording_update(ids, features, **options):
             old, filled = pool.features[ids], pool.filled[ids]
             if bool(filled.any()):
                 d = cosine_distance(old[filled], pooled(features, pool.dim)[filled])
                 visits.append((where["epoch"], where["batch"], float(d.mean()), int(filled.sum())))
             where["batch"] += 1
-            update(ids, features)
+            update(ids, features, **options)
 
         pool.update = recording_update
         history = {"epochs": [], "pool": [], "train_seconds": 0.0}
