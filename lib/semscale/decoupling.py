@@ -29,7 +29,7 @@ mode, without augmentation (float32), and the classifier is trained on them. Kan
 augmentation and BatchNorm's mode, and extracting once makes the second stage cost one forward pass over the
 subset plus a linear model, deterministic on any device.
 
-τ (``heldout``) is chosen on the balanced held-out split of unused training images (``pipeline.heldout_split``,
+τ (``heldout``) is chosen on the balanced held-out split of unused training images (``pipeline.load_data(..., heldout=True)``,
 ``cdb_heldout`` images per class; never the test set) from τ ∈ {0, 0.1, …, 2} (tau_norm.py line 110 scans the same
 grid, on the test set) by held-out accuracy, the smallest τ among ties. run.json records the grid and the
 held-out accuracies (``second_stage``).
@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics, pipeline, records
+from .features import features_of
 from .config import ConfigError, TrainConfig, first_stage, protocol_overrides
 
 TAU_GRID = tuple(round(0.1 * k, 1) for k in range(21))  # tau_norm.py line 110: np.linspace(0, 2, 21)
@@ -165,12 +166,6 @@ def train_classifier(features, labels, counts, weight, bias, *, learn: str, epoc
 # a second stage as a run
 
 
-@torch.no_grad()
-def _features(model, images, mean, std, batch_size: int) -> torch.Tensor:
-    return torch.cat([model.features(pipeline.to_input(images[s:s + batch_size], mean, std)).float()
-                      for s in range(0, len(images), batch_size)])
-
-
 def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: bool = True, resume: bool = False) -> dict:
     """Run ``config``'s second stage into ``out_dir`` on the first stage in ``first_dir`` and return its record.
 
@@ -192,7 +187,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
         train(first_config, first_dir, resume=(first_dir / "checkpoint.pt").exists())
     first = json.loads((first_dir / "run.json").read_text())
     device = resolve_device(config.device)
-    data = pipeline.load_data(first_config, device)
+    data = pipeline.load_data(first_config, device, heldout=True)  # τ's held-out split: cdb_heldout per class
     c = resolve(config, data.train_counts)
     from .checkpoint import check_same_config
 
@@ -205,10 +200,10 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
         raise ConfigError(f"second_stage {c.second_stage!r} needs a linear classifier, the first stage has {type(model.classifier).__name__}")
     step = c.eval_batch_size
     start = time.perf_counter()
-    f_train = _features(model, data.train_images, data.mean, data.std, step)
-    f_test = _features(model, data.test_images, data.mean, data.std, step)
-    held_images, held_labels, from_subset = pipeline.heldout_split(first_config, device, c.cdb_heldout)
-    f_held = _features(model, held_images, data.mean, data.std, step)
+    f_train = features_of(model, data.train_images, data.mean, data.std, step)
+    f_test = features_of(model, data.test_images, data.mean, data.std, step)
+    held_labels, from_subset = data.heldout_labels, data.heldout_from_subset
+    f_held = features_of(model, data.heldout_images, data.mean, data.std, step)
     extract_seconds = time.perf_counter() - start
     W0, b0 = model.classifier.weight.detach().float(), model.classifier.bias.detach().float()
 

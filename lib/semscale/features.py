@@ -45,6 +45,13 @@ def _config_of(run_dir: Path, device: str) -> TrainConfig:
 
 
 @torch.no_grad()
+def features_of(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Penultimate float32 features of uint8 ``images`` under ``model`` (put it in eval mode first), batch by batch."""
+    return torch.cat([model.features(pipeline.to_input(images[s:s + batch_size], mean, std)).float()
+                      for s in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def extract(run_dir, split: str = "test", *, device: str = "cpu", batch_size: int = 512) -> RunFeatures:
     """The penultimate and pooled features of ``split`` ("train" or "test") under the run's final weights."""
     if split not in SPLITS:
@@ -59,9 +66,7 @@ def extract(run_dir, split: str = "test", *, device: str = "cpu", batch_size: in
     model = build_model(config, data.num_classes, images.shape[1], dev)
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=dev, weights_only=True))
     model.eval()
-    chunks = [model.features(pipeline.to_input(images[s:s + batch_size], data.mean, data.std)).float()
-              for s in range(0, len(labels), batch_size)]
-    feats = torch.cat(chunks)
+    feats = features_of(model, images, data.mean, data.std, batch_size)
     return RunFeatures(feats, pooled(feats, config.pool_dim), labels, data.classes, split, run_dir.name)
 
 

@@ -120,8 +120,20 @@ def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tenso
     return mean, (squares / n - mean.square()).clamp_min(0).sqrt()
 
 
+def _heldout(train: data.Split, subset: data.Subset, config: TrainConfig, device: torch.device,
+             per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The held-out split of ``heldout_indices`` as uint8 images (resized like the training images) and labels."""
+    index, from_subset = heldout_indices(train.labels.numpy(), subset.indices, per_class, config.subset_seed)
+    index = torch.from_numpy(index)
+    images = train.images[index].to(device)
+    if config.resize is not None:
+        images = _resize(images, config.resize)
+    return images, train.labels[index].to(device), from_subset
+
+
 def load_data(config: TrainConfig, device: torch.device, heldout: bool = False) -> TrainData:
-    """Load both splits, select the training subset (and CDB's held-out split) and move them to ``device`` as uint8."""
+    """Load both splits, select the training subset (and, with ``heldout``, the balanced held-out split of
+    ``config.cdb_heldout`` images per class) and move them to ``device`` as uint8."""
     train = data.load(config.dataset, "train")
     test = data.load(config.dataset, "test")
     subset, n_max, variant = training_subset(config, train.labels)
@@ -130,12 +142,9 @@ def load_data(config: TrainConfig, device: torch.device, heldout: bool = False) 
     test_images = test.images.to(device)
     held = held_labels = from_subset = None
     if heldout:
-        held_index, from_subset = heldout_indices(train.labels.numpy(), subset.indices, config.cdb_heldout, config.subset_seed)
-        held_index = torch.from_numpy(held_index)
-        held, held_labels = train.images[held_index].to(device), train.labels[held_index].to(device)
+        held, held_labels, from_subset = _heldout(train, subset, config, device, config.cdb_heldout)
     if config.resize is not None:
         train_images, test_images = _resize(train_images, config.resize), _resize(test_images, config.resize)
-        held = _resize(held, config.resize) if held is not None else None
         variant += f"-{config.resize}px"
     if config.normalization == "fixed":
         mean, std = (torch.tensor(v, dtype=torch.float64, device=device) for v in FIXED_NORMALIZATION[config.dataset])
@@ -183,15 +192,10 @@ def epoch_order(train_data: TrainData, config: TrainConfig, epoch: int, generato
 
 def heldout_split(config: TrainConfig, device: torch.device, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """``per_class`` unused training images per class (``heldout_indices``, subset_seed's stream) as uint8 on ``device``,
-    resized like the training images: (images, labels, from_subset). MWN's meta set and the second stages' tau split."""
+    resized like the training images: (images, labels, from_subset). MWN's meta set."""
     train = data.load(config.dataset, "train")
     subset, _, _ = training_subset(config, train.labels)
-    index, from_subset = heldout_indices(train.labels.numpy(), subset.indices, per_class, config.subset_seed)
-    index = torch.from_numpy(index)
-    images = train.images[index].to(device)
-    if config.resize is not None:
-        images = _resize(images, config.resize)
-    return images, train.labels[index].to(device), from_subset
+    return _heldout(train, subset, config, device, per_class)
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
