@@ -68,6 +68,19 @@ def test_dsb_effect_pairs_each_method_with_its_dsb_partner_only():
     assert ldam.diff_mean == pytest.approx(-5 / 3) and bool(ldam.beyond_seed_spread)
 
 
+def test_gain_over_pairs_every_other_method_with_the_reference_by_seed():
+    runs = pd.concat([_runs([0.01, 0.03, 0.02]), _runs([0.0, 0.0, 0.0], method="cRT").query("method == 'cRT'")])
+    runs.loc[runs.method == "cRT", "top1"] = [0.74, 0.83, 0.65]  # CE + 4, + 3, + 5 points
+    gain = longtail.gain_over(runs, "CE").set_index("method")
+    assert list(gain.index) == ["CE+DSB", "cRT"] and (gain.reference == "CE").all()
+    d = np.array([4.0, 3.0, 5.0])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    assert gain.loc["cRT", "diff_mean"] == pytest.approx(4.0)
+    assert gain.loc["cRT", "ci_low"] == pytest.approx(4.0 - half) and bool(gain.loc["cRT", "beyond_seed_spread"])
+    assert gain.loc["CE+DSB", "diff_mean"] == pytest.approx(2.0)
+    assert longtail.gain_over(runs[runs.method == "CE"], "CE").empty
+
+
 def test_main_table_shape_and_columns():
     runs = pd.concat([_runs([0.01, 0.02, 0.03]), _runs([0.0, 0.01, 0.0], method="CDB-CE"),
                       _runs([0.01, 0.02, 0.03], dataset="fashion-mnist-lt100")])
@@ -88,6 +101,8 @@ def test_published_numbers_only_beside_their_stand_in_benchmark():
     cifar_ce = table[(table.dataset_variant == "cifar10-jpeg75-lt100") & (table.method == "CE")].iloc[0]
     assert cifar_ce.published_top1_pct == 70.4 and "official CIFAR" in cifar_ce.published_benchmark
     assert table[table.dataset_variant == "mnist-lt100"].published_top1_pct.isna().all()
+    mwn = longtail.with_published(longtail.main_table(_runs([0.0] * 3, dataset="cifar10-jpeg75-lt100", method="MWN")))
+    assert mwn.set_index("method").loc["MWN", "published_top1_pct"] == 75.21
     assert len(table) == 4  # the merge adds no rows
 
 

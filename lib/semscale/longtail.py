@@ -4,11 +4,12 @@
     tables = sweep.collect(sweep.run(points, sweep.runs_dir(), jobs=2, threads=1))
     longtail.main_table(tables.runs)         # last-epoch top-1 (and many/medium/few) mean ± std per method, in %
     longtail.dsb_effect(tables.runs)         # DSB − base, paired by seed, with a t-interval over the seeds
+    longtail.gain_over(tables.runs, "CE")    # every other method − CE, paired by seed
     longtail.measure_drift(config)           # how far each sample's pooled feature moves between visits
 
 Everything reported is the last epoch's test accuracy (never the best epoch). Method names follow
 ``sweep.METHODS``: a method ``X`` is paired with ``X+DSB`` when both are in the table; a method without a DSB
-partner (added later, e.g. post-hoc logit adjustment) simply has no paired difference.
+partner in the table simply has no paired difference.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ PUBLISHED = pd.DataFrame(
         "LDAM-DRW": (42.0, None, 58.7), "CDB-CE": (42.6, None, 58.7), "Logit-adjusted": (44.1, None, None)}.items()
        for imb, v in zip((100, 50, 10), vals) if v is not None]
     + [("CE+DSB", _C100, imb, v, _FIG18) for imb, v in zip((200, 100, 50, 10), (41.2, 45.5, 49.4, 60.2))]
-    + [("CDB-CE", _C100, imb, v, _FIG18) for imb, v in zip((200, 100, 50, 10), (37.4, 42.5, 46.7, 58.7))],
+    + [("CDB-CE", _C100, imb, v, _FIG18) for imb, v in zip((200, 100, 50, 10), (37.4, 42.5, 46.7, 58.7))]
+    # Meta-Weight-Net's own CIFAR-10-LT IF 100 number (Shu et al. 2019, Table 1, ResNet-32; quoted by issue 11)
+    + [("MWN", _C10, 100, 75.21, "Shu et al. 2019, Table 1")],
     columns=["method", "published_benchmark", "imbalance", "published_top1_pct", "published_source"])
 # which published benchmark stands beside which of our dataset variants (only the ordering is comparable)
 STAND_IN = {"cifar10-jpeg75": _C10, "tiny-imagenet": _C100}
@@ -214,6 +217,24 @@ def dsb_effect(runs: pd.DataFrame, *, by: Iterable[str] = GROUP_KEYS, metrics: I
     if not parts:
         return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True).rename(columns={"base": "method", "treated": "with_dsb"})
+    out["beyond_seed_spread"] = (out.ci_low > 0) | (out.ci_high < 0)
+    return out
+
+
+def gain_over(runs: pd.DataFrame, reference: str = "CE", *, by: Iterable[str] = GROUP_KEYS, metric: str = "top1",
+              method: str = "method", level: float = 0.95) -> pd.DataFrame:
+    """``X − reference`` of ``metric`` for every other method X in ``runs``, paired by seed (points, t-interval).
+
+    The same seed means the same subset and initialisation, and for a two-stage method (post-hoc LA, cRT, τ-norm,
+    LWS) on the reference's config the very same first-stage network: its difference is what the second stage
+    adds. Rows keep the order of first appearance of the methods.
+    """
+    others = [n for n in dict.fromkeys(runs[method]) if n != reference]
+    parts = [paired_difference(runs, reference, n, by=by, metric=metric, label=method, level=level) for n in others]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True).rename(columns={"base": "reference", "treated": "method"})
     out["beyond_seed_spread"] = (out.ci_low > 0) | (out.ci_high < 0)
     return out
 
