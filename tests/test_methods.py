@@ -256,3 +256,23 @@ def test_cli_trains_a_new_method(tmp_path, capsys):
     code = engine.main(["--dataset", "digits", "--imbalance", "10", "--model", "cnn", "--epochs", "1",
                         "--second-stage", "lws", "--stage2-epochs", "1", "--no-progress", "--out", str(tmp_path / "l")])
     assert code == 0 and json.loads((tmp_path / "l" / "run.json").read_text())["second_stage"]["epochs"] == 1
+
+
+# --- every method, on every device this machine has ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the GPU host runs this"))])
+def test_every_method_trains_through_the_sweep_on_the_device(tmp_path, device):
+    """All of sweep.METHODS (± DSB, with DSB weighting in epoch 2) through one engine on ``device``."""
+    base = {**BASE, "dsb_stage_epochs": 1, "device": device}
+    lines = []
+    results = sweep.run(sweep.grid(base, method=sweep.METHODS), tmp_path, threads=1, log=lines.append)
+    assert [r.status for r in results] == ["trained"] * len(sweep.METHODS), lines
+    runs = sweep.collect(results).runs.set_index("method")
+    assert runs.device.str.startswith("cpu").all() == (device == "cpu")  # a CUDA record names the card
+    assert np.isfinite(runs.train_loss.astype(float)).all() and runs.top1.between(0, 1).all()
+    one_stage = runs[runs.second_stage == "none"]
+    # DSB weighted in epoch 2, so each +DSB run differs from its base (same seed, same batches until then)
+    for name in [n for n in one_stage.index if not n.endswith("+DSB")]:
+        assert one_stage.loc[name, "train_loss"] != one_stage.loc[name + "+DSB", "train_loss"], name
