@@ -1,11 +1,13 @@
 """The committed reference results: every table parses and every folder names its provenance."""
 
+import dataclasses
 import json
 
 import pandas as pd
 import pytest
 
 from semscale import notebooks as runner
+from semscale import records
 
 FOLDERS = sorted(p for p in runner.REFERENCE.glob("*/*") if p.is_dir())
 
@@ -44,5 +46,11 @@ def test_publish_copies_tables_and_figures_with_provenance(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["FINDINGS.md", "figure.png", "provenance.json", "table.csv"]
     provenance = json.loads((target / "provenance.json").read_text())
     assert provenance["parameters"] == {"profile": "default", "seeds": 3} and provenance["minutes"] == 1.5
+    assert provenance["git_commit"] == records.git_commit()  # no provenance taken by a run: the current one
+    # a run's own provenance (taken before it ran) is what gets published, not the state after copying its files
+    taken = {**records.provenance(), "git_commit": "0" * 40, "source_sha256": "f" * 64}
+    runner.publish(dataclasses.replace(run, provenance=taken), "default", tmp_path / "reference")
+    provenance = json.loads((target / "provenance.json").read_text())
+    assert provenance["git_commit"] == "0" * 40 and provenance["source_sha256"] == "f" * 64
     with pytest.raises(ValueError, match="only a successful run"):
         runner.publish(runner.NotebookRun("01_x", False, 0, outputs, outputs, "boom"), "default", tmp_path)

@@ -7,7 +7,8 @@ executed copy goes to ``results/<profile>/<stem>.ipynb`` and its figures and tab
 ``results/<profile>/<stem>/`` (the notebook receives that folder as ``out_dir``).
 
 ``--publish`` copies a successful run's tables (CSV) and figures (PNG) to ``reference/<profile>/<stem>/``
-with a provenance.json (commit, source hash, packages, device, parameters, minutes), replacing what was
+with a provenance.json (commit, source hash, packages, device, parameters, minutes; taken when the run started, so
+the published files themselves never make the commit "+dirty"), replacing what was
 published before except the hand-written FINDINGS.md; files over 5 MB are left out with a note.
 
 A ``--param`` name that no selected notebook has is an error (raised before any notebook runs);
@@ -50,6 +51,7 @@ class NotebookRun:
     outputs: Path
     error: str = ""
     params: dict | None = None
+    provenance: dict | None = None  # records.provenance() taken before the run: the code that ran, not what publish wrote
 
 
 def notebook_paths(notebooks_dir: Path = NOTEBOOKS) -> list[Path]:
@@ -115,6 +117,7 @@ def run_notebook(path: Path, params: dict, results_dir: Path) -> NotebookRun:
     executed = results_dir / path.name
     outputs = results_dir / path.stem
     outputs.mkdir(parents=True, exist_ok=True)
+    provenance = records.provenance()
     start = time.perf_counter()
     error = ""
     try:
@@ -126,7 +129,7 @@ def run_notebook(path: Path, params: dict, results_dir: Path) -> NotebookRun:
     except papermill.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
     minutes = (time.perf_counter() - start) / 60
-    return NotebookRun(path.stem, not error, minutes, executed, outputs, error, params)
+    return NotebookRun(path.stem, not error, minutes, executed, outputs, error, params, provenance)
 
 
 def run_study(profile: str, only: str | None = None, overrides: dict | None = None,
@@ -169,7 +172,7 @@ def publish(run: NotebookRun, profile: str, reference_root: Path = REFERENCE) ->
         shutil.copyfile(path, target / path.name)
         copied.append(path.name)
     records.write_json_atomic(target / "provenance.json", {
-        **records.provenance(),
+        **(run.provenance or records.provenance()),
         "notebook": f"notebooks/{run.notebook}.ipynb",
         "profile": profile,
         "parameters": {k: v for k, v in (run.params or {}).items() if k != "out_dir"},
