@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from semscale.models import MODELS, NormedLinear, ResNet32, build_model, resnet32_param_count
 
-FEATURE_DIM = {"resnet32": 64, "resnet18": 512, "resnet34": 512, "cnn": 128}
+FEATURE_DIM = {"resnet32": 64, "resnet18": 512, "resnet34": 512, "resnet50": 2048, "vgg16": 512, "vgg19": 512, "cnn": 128}
 
 
 def n_params(m: nn.Module) -> int:
@@ -77,7 +77,8 @@ def test_resnet32_kaiming_init():
 CASES = [
     ("resnet32", 3, 32), ("resnet32", 1, 28), ("resnet32", 1, 32), ("resnet32", 3, 64),
     ("resnet18", 3, 32), ("resnet18", 1, 28), ("resnet18", 3, 64),
-    ("resnet34", 3, 32), ("resnet34", 1, 32),
+    ("resnet34", 3, 32), ("resnet34", 1, 32), ("resnet50", 3, 32), ("resnet50", 1, 28),
+    ("vgg16", 3, 32), ("vgg16", 1, 28), ("vgg19", 3, 32), ("vgg19", 3, 64),
     ("cnn", 1, 28), ("cnn", 3, 32), ("cnn", 1, 64), ("cnn", 3, 28),
 ]
 
@@ -109,6 +110,37 @@ def test_torchvision_stem():
         assert isinstance(m.classifier, nn.Linear) and m.classifier.in_features == 512
     # torchvision's block layout is kept
     assert [len(getattr(build_model("resnet34", 10).backbone, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+
+
+# kuangliu/pytorch-cifar models/vgg.py lines 7-12: channels per conv, "M" a 2×2 max-pool
+VGG_CFG = {16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+           19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]}
+
+
+@pytest.mark.parametrize("depth", [16, 19])
+def test_vgg_layout_and_parameter_count_from_its_cfg(depth):
+    m = build_model(f"vgg{depth}", 10, in_channels=1)
+    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    pools = [l for l in m.modules() if isinstance(l, nn.MaxPool2d)]
+    assert [c.out_channels for c in convs] == [c for c in VGG_CFG[depth] if c != "M"]
+    assert convs[0].in_channels == 1 and len(pools) == 5 and all(p.ceil_mode for p in pools)
+    # conv 3×3 with bias, BN (weight, bias), linear head 512 -> 10
+    expected, c_in = 0, 1
+    for c in VGG_CFG[depth]:
+        if c != "M":
+            expected += 9 * c_in * c + c + 2 * c
+            c_in = c
+    assert n_params(m) == expected + 512 * 10 + 10
+    # 28×28 reaches 1×1 before the average pool, as 32×32 does
+    with torch.no_grad():
+        assert m.body[0](torch.zeros(1, 1, 28, 28)).shape[-2:] == (1, 1)
+
+
+def test_resnet50_keeps_torchvisions_bottlenecks():
+    m = build_model("resnet50", 10, in_channels=1)
+    assert [len(getattr(m.backbone, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    assert m.backbone.conv1.kernel_size == (3, 3) and isinstance(m.backbone.maxpool, nn.Identity)
+    assert m.classifier.in_features == 2048
 
 
 @pytest.mark.parametrize("name", ["resnet32", "resnet18", "cnn"])
@@ -180,11 +212,11 @@ def test_compiles_without_graph_breaks(name):
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="resnet32, resnet18, resnet34, cnn"):
-        build_model("resnet50", 10)
+    with pytest.raises(ValueError, match="resnet32, resnet18, resnet34, resnet50, vgg16, vgg19, cnn"):
+        build_model("resnet101", 10)
     with pytest.raises(ValueError):
         build_model("cnn", 0)
-    assert MODELS == ("resnet32", "resnet18", "resnet34", "cnn")
+    assert MODELS == ("resnet32", "resnet18", "resnet34", "resnet50", "vgg16", "vgg19", "cnn")
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet32"])

@@ -1,4 +1,5 @@
-"""Networks of the training engine (PAPER.md §5): ResNet-32 for CIFAR, ResNet-18/34 for 32×32 inputs, a small CNN.
+"""Networks of the training engine (PAPER.md §5): ResNet-32 for CIFAR, ResNet-18/34/50 and VGG-16/19 for 32×32
+inputs (paper Table 1, Fig. 4), a small CNN.
 
 Every model exposes its penultimate feature, which DSB's storage pool and the semantic-scale
 measurements read::
@@ -15,9 +16,15 @@ measurements read::
   option-A shortcuts (stride-2 subsampling plus zero-padded channels, no parameters), Kaiming-normal
   initialisation of every conv and linear weight, global average pooling, 64-d feature.
   463,504 parameters without the head; with a linear head over 10 classes 464,154 (the published 0.46 M).
-* ``resnet18`` / ``resnet34`` are torchvision's networks with the usual small-image stem: the 7×7
-  stride-2 conv becomes a 3×3 stride-1 conv and the max-pool is removed; torchvision's blocks and
-  initialisation are kept. 512-d feature.
+* ``resnet18`` / ``resnet34`` / ``resnet50`` are torchvision's networks with the usual small-image stem: the
+  7×7 stride-2 conv becomes a 3×3 stride-1 conv and the max-pool is removed; torchvision's blocks and
+  initialisation are kept. 512-d feature (2048-d for ResNet-50's bottleneck blocks).
+* ``vgg16`` / ``vgg19`` are the CIFAR VGGs with batch norm (kuangliu/pytorch-cifar ``models/vgg.py``, cfg at
+  lines 7-12: conv3×3-BN-ReLU stacks and five 2×2 max-pools, a single linear head over the 512-d feature at
+  line 19), built from torchvision's ``vgg16_bn`` / ``vgg19_bn`` convolutional part, which has the same layers,
+  and torchvision's initialisation. The max-pools round up (``ceil_mode``) so that 28×28 inputs reach 1×1 as
+  32×32 ones do; a global average pool gives the 512-d feature. Paper Fig. 4 compares class rankings across
+  ResNet-18/34/50 and VGG-16/19.
 * ``cnn`` is a small network for MNIST-sized smoke runs: two conv-BN-ReLU-maxpool stages (32, 64
   channels), adaptive average pooling to 2×2 and a 256→128 linear+ReLU layer; 128-d feature, any input
   size from 28 to 64 (anything ≥ 4 pixels works).
@@ -33,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-MODELS = ("resnet32", "resnet18", "resnet34", "cnn")
+MODELS = ("resnet32", "resnet18", "resnet34", "resnet50", "vgg16", "vgg19", "cnn")
 
 __all__ = [
     "MODELS",
@@ -42,6 +49,7 @@ __all__ = [
     "FeatureModel",
     "ResNet32",
     "TorchvisionResNet",
+    "CifarVGG",
     "SmallCNN",
     "resnet32_param_count",
 ]
@@ -196,15 +204,15 @@ def resnet32_param_count(num_classes: int, in_channels: int = 3, normed_classifi
 
 
 # ---------------------------------------------------------------------------------------------
-# ResNet-18 / ResNet-34 (torchvision, small-image stem)
+# ResNet-18 / 34 / 50 (torchvision, small-image stem)
 
 
 class TorchvisionResNet(FeatureModel):
-    """torchvision ResNet-18/34 with a 3×3 stride-1 stem and no max-pool; 512-d feature."""
+    """torchvision ResNet-18/34/50 with a 3×3 stride-1 stem and no max-pool; 512-d (50: 2048-d) feature."""
 
     def __init__(self, depth: int, num_classes: int, in_channels: int = 3, normed_classifier: bool = False):
         super().__init__()
-        ctor = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34}[depth]
+        ctor = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50}[depth]
         net = ctor(weights=None, num_classes=num_classes)
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
@@ -216,6 +224,34 @@ class TorchvisionResNet(FeatureModel):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)  # conv1 .. layer4, avgpool, flatten; fc is Identity
+
+
+# ---------------------------------------------------------------------------------------------
+# VGG-16 / VGG-19 with batch norm (CIFAR layout)
+
+
+class CifarVGG(FeatureModel):
+    """torchvision's ``vgg16_bn`` / ``vgg19_bn`` convolutional part, ceil-mode max-pools, global average pool,
+    one linear head (kuangliu/pytorch-cifar ``models/vgg.py``); 512-d feature."""
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, normed_classifier: bool = False):
+        super().__init__()
+        ctor = {16: torchvision.models.vgg16_bn, 19: torchvision.models.vgg19_bn}[depth]
+        body = ctor(weights=None).features
+        if in_channels != 3:
+            first = nn.Conv2d(in_channels, body[0].out_channels, kernel_size=3, padding=1)
+            nn.init.kaiming_normal_(first.weight, mode="fan_out", nonlinearity="relu")  # torchvision's VGG init
+            nn.init.zeros_(first.bias)
+            body[0] = first
+        for layer in body:
+            if isinstance(layer, nn.MaxPool2d):
+                layer.ceil_mode = True
+        self.body = nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.feature_dim = 512
+        self.classifier = _make_classifier(self.feature_dim, num_classes, normed_classifier)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,4 +305,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, normed_classi
         return TorchvisionResNet(18, num_classes, in_channels, normed)
     if name == "resnet34":
         return TorchvisionResNet(34, num_classes, in_channels, normed)
+    if name == "resnet50":
+        return TorchvisionResNet(50, num_classes, in_channels, normed)
+    if name in ("vgg16", "vgg19"):
+        return CifarVGG(int(name[3:]), num_classes, in_channels, normed)
     return SmallCNN(num_classes, in_channels, normed)
