@@ -206,19 +206,32 @@ def paired_difference(runs: pd.DataFrame, base: str, treated: str, *, by: Iterab
     return pd.DataFrame(rows)
 
 
-def dsb_effect(runs: pd.DataFrame, *, by: Iterable[str] = GROUP_KEYS, metrics: Iterable[str] = METRICS,
-               method: str = "method", level: float = 0.95) -> pd.DataFrame:
-    """DSB − base for every method X with an X+DSB partner in ``runs``, every group and metric (points, paired)."""
-    names = list(dict.fromkeys(runs[method]))
-    pairs = [(n, n + DSB_SUFFIX) for n in names if not n.endswith(DSB_SUFFIX) and n + DSB_SUFFIX in names]
+def _dsb_pairs(method_names: Iterable[str]) -> list[tuple[str, str]]:
+    """(X, X+DSB) for every method X whose +DSB partner is among ``method_names``, in order of first appearance."""
+    names = list(dict.fromkeys(method_names))
+    return [(n, n + DSB_SUFFIX) for n in names if not n.endswith(DSB_SUFFIX) and n + DSB_SUFFIX in names]
+
+
+def _paired_differences(runs: pd.DataFrame, pairs: list[tuple[str, str]], metrics: Iterable[str], *, by, method,
+                        level, names: tuple[str, str]) -> pd.DataFrame:
+    """:func:`paired_difference` of every (base, treated) pair and metric, stacked; ``base``/``treated`` renamed to
+    ``names``, with ``beyond_seed_spread`` (the interval excludes zero). Empty when no pair has runs."""
     parts = [paired_difference(runs, b, t, by=by, metric=m, label=method, level=level)
-             for b, t in pairs for m in metrics if m in runs.columns]
+             for b, t in pairs for m in metrics]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame()
-    out = pd.concat(parts, ignore_index=True).rename(columns={"base": "method", "treated": "with_dsb"})
+    out = pd.concat(parts, ignore_index=True).rename(columns=dict(zip(("base", "treated"), names)))
     out["beyond_seed_spread"] = (out.ci_low > 0) | (out.ci_high < 0)
     return out
+
+
+def dsb_effect(runs: pd.DataFrame, *, by: Iterable[str] = GROUP_KEYS, metrics: Iterable[str] = METRICS,
+               method: str = "method", level: float = 0.95) -> pd.DataFrame:
+    """DSB − base for every method X with an X+DSB partner in ``runs``, every group and metric (points, paired)."""
+    metrics = [m for m in metrics if m in runs.columns]
+    pairs = _dsb_pairs(runs[method])
+    return _paired_differences(runs, pairs, metrics, by=by, method=method, level=level, names=("method", "with_dsb"))
 
 
 def gain_over(runs: pd.DataFrame, reference: str = "CE", *, by: Iterable[str] = GROUP_KEYS, metric: str = "top1",
@@ -229,14 +242,8 @@ def gain_over(runs: pd.DataFrame, reference: str = "CE", *, by: Iterable[str] = 
     LWS) on the reference's config the very same first-stage network: its difference is what the second stage
     adds. Rows keep the order of first appearance of the methods.
     """
-    others = [n for n in dict.fromkeys(runs[method]) if n != reference]
-    parts = [paired_difference(runs, reference, n, by=by, metric=metric, label=method, level=level) for n in others]
-    parts = [p for p in parts if not p.empty]
-    if not parts:
-        return pd.DataFrame()
-    out = pd.concat(parts, ignore_index=True).rename(columns={"base": "reference", "treated": "method"})
-    out["beyond_seed_spread"] = (out.ci_low > 0) | (out.ci_high < 0)
-    return out
+    pairs = [(reference, n) for n in dict.fromkeys(runs[method]) if n != reference]
+    return _paired_differences(runs, pairs, [metric], by=by, method=method, level=level, names=("reference", "method"))
 
 
 def stages(epochs: int, stage_epochs: int) -> list[tuple[str, int, int]]:
@@ -261,10 +268,7 @@ def cost_table(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, by: It
     """
     by = list(by)
     rows = []
-    names = list(dict.fromkeys(runs[method]))
-    for name in names:
-        if name.endswith(DSB_SUFFIX) or name + DSB_SUFFIX not in names:
-            continue
+    for name, _ in _dsb_pairs(runs[method]):
         part = runs[runs[method].isin([name, name + DSB_SUFFIX])]
         for key, group in part.groupby(by, sort=False):
             wide = group.pivot_table(index="seed", columns=method, values="img_per_s").dropna()
@@ -366,7 +370,7 @@ def measure_drift(config: TrainConfig, *, threads: int | None = 1) -> Drift:
     try:
         config = dataclasses.replace(config, progress=False)
         device = engine.resolve_device(config.device)
-        data = pipeline.load_data(config, device, heldout=config.reweight == "cdb")
+        data = pipeline.load_run_data(config, device)
         config = engine.resolve(config, data.train_counts)
         run = engine.build_run(config, data, device)
         pool, visits, where = run.pool, [], {"epoch": 0, "batch": 0}
