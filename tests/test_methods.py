@@ -187,7 +187,7 @@ def test_mwn_meta_gradient_and_step_by_hand(tmp_path):
     θ' = θ − lr Σ_i ã_i g_i with ã = V(L)·c / Σ V(L)·c and g_i = ∇L_i(θ), so
     ∂meta/∂φ = Σ_i (∂ã_i/∂φ) · (−lr ⟨∇meta(θ'), g_i⟩)."""
     config = engine.resolve(_config(mwn=True, batch_size=8, mwn_meta_per_class=2), np.array([133, 102, 79, 61, 47, 37, 28, 22, 17, 13]))
-    data = pipeline.load_data(config, torch.device("cpu"))
+    data = pipeline.load_run_data(config, torch.device("cpu"))
     run = engine.build_run(config, data, torch.device("cpu"))
     assert run.mwn.meta_labels.bincount().tolist() == [2] * 10
     for group in run.optimizer.param_groups:

@@ -7,7 +7,7 @@ meta-weight-net-class-imbalance.py; followed here, written anew):
   (resnet.py, ``VNet`` lines 275-289).
 * The meta set: 10 training images per class (``--num_meta 10``, line 29) held out of the long-tailed subset
   (data_utils.py ``build_dataset``). Here: ``mwn_meta_per_class`` images per class from the training images the
-  subset leaves unused (``pipeline.heldout_split``, the same draw as CDB's held-out split, so the two overlap);
+  subset leaves unused (``pipeline.load_data(..., meta=True)``, the same draw as CDB's held-out split, so the two overlap);
   meta batches get the training augmentation, as there (data_utils.py line 35).
 * Every iteration (``train``, lines 146-211):
   1. look-ahead: the per-sample loss ``L_i`` of the training batch under the current network, weights
@@ -73,8 +73,9 @@ class MetaWeight:
 
     @classmethod
     def for_run(cls, config, train_data, device: torch.device) -> "MetaWeight":
-        images, labels, _ = pipeline.heldout_split(config, device, config.mwn_meta_per_class)
-        return cls(config, device, images, labels)
+        if train_data.meta_images is None:
+            raise ValueError("MWN needs the meta set: load the data with pipeline.load_run_data (or load_data(..., meta=True))")
+        return cls(config, device, train_data.meta_images, train_data.meta_labels)
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}

@@ -49,6 +49,8 @@ class TrainData:
     heldout_images: torch.Tensor | None = None  # CDB's balanced held-out split, uint8 on the device
     heldout_labels: torch.Tensor | None = None
     heldout_from_subset: list[int] | None = None  # per class, held-out images taken from the training subset
+    meta_images: torch.Tensor | None = None  # MWN's balanced meta set (the same draw, ``mwn_meta_per_class`` each)
+    meta_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -131,18 +133,21 @@ def _heldout(train: data.Split, subset: data.Subset, config: TrainConfig, device
     return images, train.labels[index].to(device), from_subset
 
 
-def load_data(config: TrainConfig, device: torch.device, heldout: bool = False) -> TrainData:
+def load_data(config: TrainConfig, device: torch.device, heldout: bool = False, meta: bool = False) -> TrainData:
     """Load both splits, select the training subset (and, with ``heldout``, the balanced held-out split of
-    ``config.cdb_heldout`` images per class) and move them to ``device`` as uint8."""
+    ``config.cdb_heldout`` images per class; with ``meta``, MWN's meta set of ``config.mwn_meta_per_class``)
+    and move them to ``device`` as uint8."""
     train = data.load(config.dataset, "train")
     test = data.load(config.dataset, "test")
     subset, n_max, variant = training_subset(config, train.labels)
     index = torch.from_numpy(subset.indices)
     train_images = train.images[index].to(device)
     test_images = test.images.to(device)
-    held = held_labels = from_subset = None
+    held = held_labels = from_subset = meta_images = meta_labels = None
     if heldout:
         held, held_labels, from_subset = _heldout(train, subset, config, device, config.cdb_heldout)
+    if meta:
+        meta_images, meta_labels, _ = _heldout(train, subset, config, device, config.mwn_meta_per_class)
     if config.resize is not None:
         train_images, test_images = _resize(train_images, config.resize), _resize(test_images, config.resize)
         variant += f"-{config.resize}px"
@@ -154,7 +159,12 @@ def load_data(config: TrainConfig, device: torch.device, heldout: bool = False) 
     counts = np.bincount(train.labels[index].numpy(), minlength=len(train.classes))
     return TrainData(train_images, train_labels, test_images, test.labels.to(device), train.classes, counts, subset,
                      n_max, variant, mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1),
-                     held, held_labels, from_subset)
+                     held, held_labels, from_subset, meta_images, meta_labels)
+
+
+def load_run_data(config: TrainConfig, device: torch.device) -> TrainData:
+    """:func:`load_data` with the extra splits ``config`` trains with: CDB's held-out split, MWN's meta set."""
+    return load_data(config, device, heldout=config.reweight == "cdb", meta=config.mwn)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,12 +200,6 @@ def epoch_order(train_data: TrainData, config: TrainConfig, epoch: int, generato
     return torch.multinomial(p.float(), n, replacement=True, generator=generator)
 
 
-def heldout_split(config: TrainConfig, device: torch.device, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """``per_class`` unused training images per class (``heldout_indices``, subset_seed's stream) as uint8 on ``device``,
-    resized like the training images: (images, labels, from_subset). MWN's meta set."""
-    train = data.load(config.dataset, "train")
-    subset, _, _ = training_subset(config, train.labels)
-    return _heldout(train, subset, config, device, per_class)
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

@@ -84,7 +84,12 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
         return lr
     if config.schedule == "exponential":
         return lr * config.lr_decay ** (e - 1)
-    return lr * 0.5 * (1 + math.cos(math.pi * (e - 1) / config.epochs))
+    return cosine_lr(lr, e, config.epochs)
+
+
+def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
+    """Cosine from lr to 0 over ``epochs`` (1-based ``epoch``), constant within an epoch."""
+    return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,7 +344,7 @@ def _start(config: TrainConfig, out: Path, resume: bool):
     saved = checkpoint.load(checkpoint_path) if resume and checkpoint_path.exists() else None
     warn_combinations(config)
     device = resolve_device(config.device)
-    train_data = pipeline.load_data(config, device, heldout=config.reweight == "cdb")
+    train_data = pipeline.load_run_data(config, device)
     config = resolve(config, train_data.train_counts)
     if saved is not None:
         checkpoint.check_same_config(saved["config"], config)
