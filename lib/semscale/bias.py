@@ -31,7 +31,6 @@ from .config import TrainConfig
 
 BETA = 0.9999
 ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0)
-BETAS = (0.9, 0.99, 0.999, 0.9999, 0.99999)
 METHODS = ("pearson", "spearman")
 
 #: The study's dataset variants as TrainConfig fields (names follow ``pipeline.training_subset``).

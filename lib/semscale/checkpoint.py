@@ -79,7 +79,7 @@ def save(path: Path, run, next_epoch: int, state, history: dict) -> None:
         "optimizer": run.optimizer.state_dict(),
         "loss": run.loss.state_dict(),
         "pool": None if run.pool is None else run.pool.state_dict(),
-        "mwn": None if getattr(run, "mwn", None) is None else run.mwn.state_dict(),
+        "mwn": None if run.mwn is None else run.mwn.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "history": history,
@@ -105,7 +105,7 @@ def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object, dict]:
     run.loss.load_state_dict(checkpoint["loss"])
     if run.pool is not None:
         run.pool.load_state_dict(checkpoint["pool"])
-    if getattr(run, "mwn", None) is not None:
+    if run.mwn is not None:
         run.mwn.load_state_dict(checkpoint["mwn"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     if checkpoint["rng"]["cuda"] and torch.cuda.is_available():

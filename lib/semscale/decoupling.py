@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +56,7 @@ import torch.nn.functional as F
 
 from . import metrics, pipeline, records
 from .features import features_of
+from .train import cosine_lr
 from .config import ConfigError, TrainConfig, first_stage, protocol_overrides
 
 TAU_GRID = tuple(round(0.1 * k, 1) for k in range(21))  # tau_norm.py line 110: np.linspace(0, 2, 21)
@@ -108,11 +107,6 @@ def choose_tau(make, features, labels, num_classes) -> tuple[float, dict[float, 
         scores[tau] = float(correct.sum()) / float(total.sum())
     best = max(scores.values())
     return min(t for t, a in scores.items() if a == best), scores
-
-
-def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
-    """Cosine from lr to 0 over ``epochs`` (1-based ``epoch``), constant within an epoch."""
-    return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
 def balanced_draws(labels: torch.Tensor, counts, generator: torch.Generator) -> torch.Tensor:
@@ -191,9 +185,11 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
     c = resolve(config, data.train_counts)
     from .checkpoint import check_same_config
 
-    check_same_config(first["config"], first_stage(c))  # the folder holds this config's first stage
+    first_c = first_stage(c)
+    check_same_config(first["config"], first_c)  # the folder holds this config's first stage
     C = data.num_classes
-    model = build_model(first_stage(c), C, data.train_images.shape[1], device)
+    model = build_model(first_c, C, data.train_images.shape[1], device)  # seeded: its classifier is cRT's re-init
+    fresh_w, fresh_b = model.classifier.weight.detach().float().clone(), model.classifier.bias.detach().float().clone()
     model.load_state_dict(torch.load(first_dir / "model.pt", map_location=device, weights_only=True))
     model.eval()
     if not isinstance(model.classifier, torch.nn.Linear):
@@ -234,11 +230,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
                      "img_per_s": float("nan"), "seconds": 0.0})
     else:
         epochs = c.stage2_epochs or DEFAULT_EPOCHS[c.second_stage]
-        if c.second_stage == "crt":
-            fresh = build_model(first_stage(c), C, data.train_images.shape[1], device).classifier  # seeded re-init
-            init_w, init_b = fresh.weight.detach().float(), fresh.bias.detach().float()
-        else:
-            init_w, init_b = W0, b0
+        init_w, init_b = (fresh_w, fresh_b) if c.second_stage == "crt" else (W0, b0)
         W, b, rows = train_classifier(f_train, data.train_labels, data.train_counts, init_w, init_b,
                                       learn="all" if c.second_stage == "crt" else "scales", epochs=epochs,
                                       lr=c.stage2_lr, batch_size=c.stage2_batch_size, seed=c.seed, evaluate=row_metrics)
@@ -256,8 +248,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
     first_rows = pd.read_csv(first_dir / "epochs.csv")
     stage_rows = pd.DataFrame([{"epoch": E + i + 1, **r, "eval_seconds": 0.0} for i, r in enumerate(rows)])
     records.write_csv_atomic(out / "epochs.csv", pd.concat([first_rows, stage_rows[first_rows.columns]], ignore_index=True))
-    shutil.copyfile(first_dir / "pool_history.csv", out / ".pool_history.csv.tmp")
-    (out / ".pool_history.csv.tmp").replace(out / "pool_history.csv")
+    records.write_bytes_atomic(out / "pool_history.csv", (first_dir / "pool_history.csv").read_bytes())
     per_class = pd.read_csv(first_dir / "per_class.csv")
     per_class["accuracy"] = test["per_class"]
     per_class["train_accuracy"] = train_correct.cpu().numpy() / np.maximum(data.train_counts, 1)
@@ -280,8 +271,8 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": wall,
         "train_seconds": train_seconds,
-        "img_per_s": (sum(len(data.train_labels) if c.second_stage in ("posthoc-la", "tau-norm") else
-                          int(np.max(data.train_counts)) * C for _ in rows) / train_seconds) if train_seconds > 0 else float("nan"),
+        "img_per_s": (len(rows) * (len(data.train_labels) if c.second_stage in ("posthoc-la", "tau-norm") else
+                                   int(np.max(data.train_counts)) * C) / train_seconds) if train_seconds > 0 else float("nan"),
         "first_stage_wall_seconds": first["wall_seconds"],
         "final": {**{k: test[k] for k in ("top1", "balanced", "many", "medium", "few")},
                   "train_loss": float(F.cross_entropy(f_train @ W.t() + b, data.train_labels)),

@@ -361,10 +361,14 @@ class LDAMLoss(ClassWeightedLoss):
         self.register_buffer("margins", ldam_margins(self.class_counts.double().cpu(), self.max_m).float())
 
     def per_sample(self, z, y):
-        idx = y[:, None]
-        # the target logit minus its class margin (scatter, not F.one_hot: no value check, no host sync)
-        z_m = z.scatter(1, idx, z.gather(1, idx) - self.margins[y][:, None])
-        return -_target_log_prob(self.s * z_m, y)
+        return -_target_log_prob(self.s * _minus_target_margin(z, y, self.margins), y)
+
+
+def _minus_target_margin(z: torch.Tensor, y: torch.Tensor, margins: torch.Tensor) -> torch.Tensor:
+    """``z`` with each row's target logit minus its class margin (scatter, not F.one_hot: no value check, no
+    host sync)."""
+    idx = y[:, None]
+    return z.scatter(1, idx, z.gather(1, idx) - margins[y][:, None])
 
 
 class _LogPriorLoss(ClassWeightedLoss):
@@ -411,7 +415,7 @@ def _check_q(q: float) -> float:
     return q
 
 
-class GLALoss(_LogPriorLoss):
+class GLALoss(LogitAdjustedLoss):
     """Generalized Logit-Adjusted (Cortes, Mohri & Zhong 2025; form derived from the abstract, see the module doc):
     ``ℓ_q(softmax(z + τ log π)_y)``."""
 
@@ -420,9 +424,6 @@ class GLALoss(_LogPriorLoss):
     def __init__(self, class_counts, **kw):
         super().__init__(class_counts, **kw)
         self.q = _check_q(self.params["q"])
-        self.tau = float(self.params["tau"])
-        if not math.isfinite(self.tau):
-            raise ValueError(f"tau must be finite, got {self.tau}")
 
     def per_sample(self, z, y):
         return general_ce(_target_log_prob(z + self.tau * self.log_prior, y), self.q)
@@ -446,13 +447,10 @@ class GCALoss(ClassWeightedLoss):
         w = 1.0 / n
         with torch.no_grad():
             self.reweight_weights.copy_((w / w.sum() * len(n)).float())
-        margins = ldam_margins(n, margin).float() if margin > 0 else torch.zeros(len(n))
-        self.register_buffer("margins", margins)
+        self.register_buffer("margins", ldam_margins(n, margin).float())
 
     def per_sample(self, z, y):
-        idx = y[:, None]
-        z_m = z.scatter(1, idx, z.gather(1, idx) - self.margins[y][:, None])
-        return general_ce(_target_log_prob(z_m, y), self.q)
+        return general_ce(_target_log_prob(_minus_target_margin(z, y, self.margins), y), self.q)
 
 
 _CLASSES = {

@@ -238,8 +238,8 @@ def _feature_volumes_of_run(run_dir: str, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     feats = features.extract(run_dir, split="test", device="cuda" if torch.cuda.is_available() else "cpu", batch_size=256)
     C = len(feats.classes)
-    pooled = features.class_scales(feats.pooled, feats.labels, C).volume
-    full = features.class_scales(feats.features, feats.labels, C).volume
+    pooled = scale.class_volumes(feats.pooled, feats.labels, C).cpu().numpy()
+    full = scale.class_volumes(feats.features, feats.labels, C).cpu().numpy()
     return [{"class": c, "feature_volume_pooled": float(p), "feature_volume_full": float(f),
              "pooled_dim": feats.pooled.shape[1], "full_dim": feats.features.shape[1]}
             for c, (p, f) in enumerate(zip(pooled, full))]
