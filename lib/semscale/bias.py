@@ -171,6 +171,15 @@ def _rowwise_corr(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
     return r
 
 
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of ``values`` (a bootstrap's replicates); NaNs when empty."""
+    if len(values) == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def corr(x, y, method: str = "pearson") -> float:
     """Pearson or Spearman correlation; NaN (undefined) when x or y is constant."""
     return float(_rowwise_corr(x, y, method)[0])
@@ -219,10 +228,8 @@ def bootstrap_corr(measure, accuracy, method: str = "pearson", *, n_boot: int = 
     m_boot = m[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1)  # (B, C)
     a_boot = acc[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1)
     r = _rowwise_corr(m_boot, a_boot, method)
-    r = r[np.isfinite(r)]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(r, [tail, 100 - tail]) if len(r) else (math.nan, math.nan)
-    return Interval(estimate, float(low), float(high), True, C, S, n_boot)
+    low, high = percentile_interval(r[np.isfinite(r)], level)
+    return Interval(estimate, low, high, True, C, S, n_boot)
 
 
 def correlation_table(measures: pd.DataFrame, accuracy: pd.DataFrame, columns: Sequence[str], *,
@@ -302,12 +309,11 @@ def rank_agreement(scores, *, n_boot: int = 2000, level: float = 0.95, seed: int
         if np.all(np.ptp(sample, axis=1) > 0):
             boot_w.append(kendalls_w(sample))
             boot_r.append(mean_pairwise_spearman(sample))
-    tail = (1 - level) / 2 * 100
-    wl, wh = np.percentile(boot_w, [tail, 100 - tail]) if boot_w else (math.nan, math.nan)
-    rl, rh = np.percentile(boot_r, [tail, 100 - tail]) if boot_r else (math.nan, math.nan)
-    return {"raters": m, "items": n, "kendalls_w": w, "w_low": float(wl), "w_high": float(wh),
+    wl, wh = percentile_interval(boot_w, level)
+    rl, rh = percentile_interval(boot_r, level)
+    return {"raters": m, "items": n, "kendalls_w": w, "w_low": wl, "w_high": wh,
             "friedman_p": friedman_p(w, m, n), "mean_spearman": mean_pairwise_spearman(scores),
-            "spearman_low": float(rl), "spearman_high": float(rh), "n_boot": n_boot}
+            "spearman_low": rl, "spearman_high": rh, "n_boot": n_boot}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -370,13 +376,10 @@ def bootstrap_incremental_r2(accuracy, base, extra, *, n_boot: int = 2000, level
         if np.ptp(extra[c]) == 0:
             continue
         draws.append(incremental_r2(acc[np.ix_(s, c)].mean(axis=0), base[c], extra[c]))
-    tail = (1 - level) / 2 * 100
     out = dict(point, n_classes=C, n_seeds=S, n_boot=n_boot)
     for key in ("delta_r2", "partial_r"):
         vals = np.array([d[key] for d in draws])
-        vals = vals[np.isfinite(vals)]
-        lo, hi = np.percentile(vals, [tail, 100 - tail]) if len(vals) else (math.nan, math.nan)
-        out[f"{key}_low"], out[f"{key}_high"] = float(lo), float(hi)
+        out[f"{key}_low"], out[f"{key}_high"] = percentile_interval(vals[np.isfinite(vals)], level)
     return out
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from scipy import optimize, stats
 
-from . import data, scale, sweep
+from . import bias, data, scale, sweep
 
 # The paper's grids (PAPER.md §4.1): CIFAR-10, and CIFAR-100 / Mini-ImageNet (here: Tiny-ImageNet-200).
 CIFAR10_GRID = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 2000, 3000, 4000, 5000)
@@ -264,16 +264,11 @@ def feature_volume_curves(runs: pd.DataFrame, jobs: int = 1, threads: int = 1) -
 
 
 def _pearson(x, y) -> float:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
+    return math.nan if len(x) < 3 else bias.corr(x, y, "pearson")
 
 
 def _spearman(x, y) -> float:
-    if len(x) < 3:
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+    return math.nan if len(x) < 3 else bias.corr(x, y, "spearman")
 
 
 def correlations(frame: pd.DataFrame, predictors: Sequence[str], target: str = "top1",
