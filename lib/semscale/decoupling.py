@@ -175,7 +175,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
             raise FileExistsError(f"{out} already holds a run: resume it (--resume) or choose another --out")
         return json.loads((out / "run.json").read_text())
     first_config = first_stage(config)
-    if not (first_dir / "run.json").exists() or (first_dir / "checkpoint.pt").exists():
+    if not records.run_complete(first_dir):
         if not train_first:
             raise FileNotFoundError(f"the first stage of this two-stage run is not finished in {first_dir}")
         train(first_config, first_dir, resume=(first_dir / "checkpoint.pt").exists())

@@ -38,6 +38,12 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def run_complete(folder) -> bool:
+    """A finished run: its run.json is written and no checkpoint.pt is left (an interrupted run keeps one)."""
+    folder = Path(folder)
+    return (folder / "run.json").exists() and not (folder / "checkpoint.pt").exists()
+
+
 def write_bytes_atomic(path, data: bytes) -> Path:
     return _atomic_write(path, lambda f: f.write(data))
 

@@ -319,7 +319,7 @@ def _prepare(point, root: Path) -> Result:
         return Result(path.name, path, labels, None, "failed", error=f"invalid config: {e}")
     name = run_name(config)
     path = root / name
-    if (path / "run.json").exists() and not (path / "checkpoint.pt").exists():
+    if records.run_complete(path):
         return Result(name, path, labels, config, "cached", record=json.loads((path / "run.json").read_text()))
     return Result(name, path, labels, config, "resumed" if (path / "checkpoint.pt").exists() else "trained")
 
@@ -531,7 +531,7 @@ def collect(source) -> Tables:
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a folder of runs")
         complete = [(p.name, p, {}, json.loads((p / "run.json").read_text())) for p in sorted(root.iterdir())
-                    if (p / "run.json").exists() and not (p / "checkpoint.pt").exists()]
+                    if records.run_complete(p)]
     else:
         seen, complete = set(), []
         for r in source:

@@ -337,7 +337,7 @@ def _start(config: TrainConfig, out: Path, resume: bool):
     checkpoint_path, run_path = out / "checkpoint.pt", out / "run.json"
     if not resume and (checkpoint_path.exists() or run_path.exists()):
         raise FileExistsError(f"{out} already holds a run: resume it (--resume) or choose another --out")
-    if resume and run_path.exists() and not checkpoint_path.exists():
+    if resume and records.run_complete(out):
         record = json.loads(run_path.read_text())
         checkpoint.check_same_config(record["config"], resolve(config, np.asarray(record["subset"]["class_counts"])))
         return record
