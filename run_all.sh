@@ -37,5 +37,5 @@ if [ "${1:-}" = "--test" ]; then
   shift
   "$PY" -m pytest tests "$@"
 else
-  "$PY" -m semscale.notebooks "$@"
+  "$PY" -m semscale.runner "$@"
 fi

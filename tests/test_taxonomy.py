@@ -134,7 +134,7 @@ def test_bayes_pr_auc_matches_a_sampled_average_precision():
     lambda: tx.plugin_lda_errors(2.0, 1.0, kappa=1.1, d=20),  # n = 22 <= d + 5
     lambda: tx.regime(0.9, 1.0),
     lambda: tx.regime_boundaries(0.0),
-    lambda: tx.class_counts(10, 20.0),  # fewer than two minority samples
+    lambda: tx.split_counts(10, 20.0),  # fewer than two minority samples
     lambda: tx.gaussian_problem(4.0, 10.0, 2.0, d=0),
     lambda: tx.gaussian_problem(4.0, 10.0, 2.0, scale_ratio=0.0),
     lambda: tx.subsample_problem(np.zeros((3, 2)), np.zeros((100, 2)), np.zeros((1, 2)), np.zeros((1, 2)), 2.0, 30),

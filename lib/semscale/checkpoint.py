@@ -63,7 +63,7 @@ def stop_signals():
 
 
 def save(path: Path, run, next_epoch: int, state, history: dict) -> None:
-    """Everything needed to continue exactly (``run``: a train.Run; ``state``: the EpochState or None)."""
+    """Everything needed to continue exactly (``run``: a build.Run; ``state``: the train.EpochState or None)."""
     obj = {
         "format": CHECKPOINT_FORMAT,
         "config": dataclasses.asdict(run.config),
@@ -87,7 +87,7 @@ def save(path: Path, run, next_epoch: int, state, history: dict) -> None:
     records.save_torch_atomic(path, obj)
 
 
-def load(path: Path) -> dict:
+def read(path: Path) -> dict:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} has checkpoint format {checkpoint.get('format')}, this code reads {CHECKPOINT_FORMAT}: "
@@ -95,8 +95,9 @@ def load(path: Path) -> dict:
     return checkpoint
 
 
-def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object, dict]:
-    """Load the checkpoint into ``run``; returns (next epoch, the EpochState to continue or None, history).
+def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object]:
+    """Load the checkpoint into ``run`` (a build.Run); returns (next epoch, the EpochState to continue or None).
+    The run's history is ``checkpoint["history"]``.
 
     ``new_epoch(run, epoch)`` rebuilds an epoch's permutation, whose generator is then set where it stopped.
     """
@@ -118,7 +119,7 @@ def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object, dict]:
         state.loss_sum.copy_(saved["loss_sum"])
         state.correct.copy_(saved["correct"])
         state.next_batch, state.seconds = saved["next_batch"], saved["seconds"]
-    return epoch, state, checkpoint["history"]
+    return epoch, state
 
 
 def check_same_config(saved: dict, config: TrainConfig) -> None:

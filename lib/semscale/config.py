@@ -1,6 +1,6 @@
-"""The run configuration: ``TrainConfig``, its coercion and validation, protocol presets and the CLI parser.
+"""The run configuration: ``TrainConfig``, its coercion and validation, and the protocol presets.
 
-Every ``TrainConfig`` field is a flag of ``python -m semscale.train`` (``--batch-size 64``, ``--dsb/--no-dsb``,
+Every ``TrainConfig`` field is a flag of ``python -m semscale.train`` (:mod:`semscale.cli`) (``--batch-size 64``, ``--dsb/--no-dsb``,
 ``--resize none``). Values from Python, YAML or the command line are coerced to the field's type and checked on
 creation; an invalid value or combination is a ``ConfigError`` that says what is valid.
 
@@ -21,7 +21,6 @@ keeps the old values, which then count as overrides.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -29,13 +28,12 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from . import data, losses, models
+from . import data, losses, models, subsets
+from .progress import show_progress
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("ldam", "exponential", "cosine")
@@ -54,7 +52,7 @@ PROTOCOLS: dict[str, dict[str, typing.Any]] = {
 PRESET_FIELDS = tuple(PROTOCOLS["ldam-cifar-lt"])
 CHOICES = {
     "dataset": data.DATASETS,
-    "profile": data.PROFILES,
+    "profile": subsets.LT_PROFILES,
     "protocol": tuple(PROTOCOLS),
     "normalization": NORMALIZATIONS,
     "model": models.MODELS,
@@ -80,12 +78,13 @@ LOSS_PARAM_FIELDS = {
     "gca_margin": "margin_max",
 }
 # fields that may differ when resuming: they change how the run is executed or logged, not what it computes
-# Fields added after the first sweeps (issue 11), with their defaults: at the default they are left out of the sweep's
-# config hash (sweep.canonical) and a checkpoint or record without them reads as the default, so the folders and
+# Fields added after the first sweeps (issue 11 and later), with their defaults: at the default they are left out of the sweep's
+# config hash (cache.canonical) and a checkpoint or record without them reads as the default, so the folders and
 # checkpoints of earlier runs keep their names and stay resumable.
 ADDED_FIELDS: dict[str, typing.Any] = {
     "sampler": "none", "gce_q": None, "gca_margin": None, "mwn": False, "mwn_meta_per_class": 10, "mwn_lr": 1e-5,
     "second_stage": "none", "stage2_tau": None, "stage2_epochs": None, "stage2_lr": 0.2, "stage2_batch_size": 512,
+    "record_drift": False,
 }
 SECOND_STAGE_FIELDS = ("second_stage", "stage2_tau", "stage2_epochs", "stage2_lr", "stage2_batch_size")
 RESUMABLE_FIELDS = ("device", "compile", "progress", "checkpoint_every", "stop_after_epoch", "eval_every", "eval_batch_size")
@@ -162,6 +161,7 @@ class TrainConfig:
     dsb_eps: float = _opt(1.0, "epsilon of the volume")
     track_pool: bool = _opt(True, "keep the pool in non-DSB runs too (S columns in the outputs)")
     pool_dim: int = _opt(64, "features are average-pooled to this many dimensions")
+    record_drift: bool = _opt(False, "also record how far pooled features move between visits (drift_*.csv; semscale.drift)")
     # optimisation
     epochs: int = _opt(200, "training epochs")
     batch_size: int | None = _opt(None, "mini-batch size (the last partial batch is kept)")
@@ -185,7 +185,7 @@ class TrainConfig:
     progress: bool | None = _opt(None, "progress bar (default: on a terminal or in a live notebook)")
 
     def __post_init__(self):
-        hints = _field_types()
+        hints = field_types()
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, hints[f.name], getattr(self, f.name)))
         _check(self.protocol in PROTOCOLS, f"unknown protocol {self.protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
@@ -195,8 +195,6 @@ class TrainConfig:
         if self.normalization is None:
             self.normalization = "fixed" if self.dataset in FIXED_NORMALIZATION else "subset"
         if self.progress is None:
-            from .progress import show_progress
-
             self.progress = show_progress()
         _validate(self)
 
@@ -207,15 +205,20 @@ def protocol_overrides(config: TrainConfig) -> dict[str, typing.Any]:
     return {k: getattr(config, k) for k in PRESET_FIELDS if getattr(config, k) != preset[k]}
 
 
+def protocol_record(config: TrainConfig) -> dict[str, typing.Any]:
+    """run.json's ``protocol``: the preset's name and the fields that override it."""
+    return {"name": config.protocol, "overrides": protocol_overrides(config)}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # types and validation
 
 
-def _field_types() -> dict[str, typing.Any]:
+def field_types() -> dict[str, typing.Any]:
     return typing.get_type_hints(TrainConfig)
 
 
-def _base_type(kind):
+def base_type(kind):
     """(base type, optional?) of an annotation like ``int | None``."""
     args = typing.get_args(kind)
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
@@ -226,7 +229,7 @@ def _base_type(kind):
 
 def _coerce(name: str, kind, value):
     """Convert ``value`` (from Python, YAML or the command line) to the field's type; ConfigError if impossible."""
-    base, optional = _base_type(kind)
+    base, optional = base_type(kind)
     if value is None or (optional and isinstance(value, str) and value.lower() == "none"):
         if optional:
             return None
@@ -257,7 +260,7 @@ def _coerce(name: str, kind, value):
 
 
 def _type_name(kind) -> str:
-    base, optional = _base_type(kind)
+    base, optional = base_type(kind)
     name = "a list of integers" if typing.get_origin(base) is tuple else f"a {base.__name__}"
     return name + (" or none" if optional else "")
 
@@ -294,6 +297,7 @@ def _validate(c: TrainConfig) -> None:
     _check(c.dsb_eps > 0, f"dsb_eps must be > 0, got {c.dsb_eps}")
     _check(c.pool_dim >= 1, f"pool_dim must be >= 1, got {c.pool_dim}")
     _check(not c.dsb or c.track_pool, "dsb needs the feature pool: track_pool cannot be false with dsb")
+    _check(not c.record_drift or c.track_pool, "record_drift measures the feature pool: track_pool cannot be false with it")
     try:
         torch.device("cuda" if c.device == "auto" else c.device)
     except RuntimeError:
@@ -344,50 +348,3 @@ def loss_params(c: TrainConfig) -> dict:
         with contextlib.suppress(ValueError):
             params["cdb_tau"] = float(params["cdb_tau"])
     return params
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m semscale.train", argument_default=argparse.SUPPRESS,
-                                     description="Train one run (or one per seed) of the semscale engine.")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--config", type=Path, help="YAML file of config fields; explicit flags override it")
-    parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed into OUT/seed_<k>/ plus summary.csv/json")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
-    hints = _field_types()
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        base, _ = _base_type(hints[f.name])
-        default = _PRESET if f.name in PRESET_FIELDS else f.default
-        help_text = f.metadata["help"] + ("" if default is dataclasses.MISSING else f" (default: {default})")
-        if base is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
-        elif typing.get_origin(base) is tuple:
-            parser.add_argument(flag, dest=f.name, type=int, nargs="+", help=help_text)
-        else:  # parsed by TrainConfig (numbers, 'none')
-            parser.add_argument(flag, dest=f.name, choices=CHOICES.get(f.name), help=help_text)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Dataclass defaults <- protocol preset <- YAML file <- explicit flags."""
-    values = {}
-    if getattr(args, "config", None) is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config file {args.config}: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config} must hold a mapping of config fields")
-        values = {str(k).replace("-", "_"): v for k, v in loaded.items()}
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {unknown} in {args.config}; valid: {', '.join(names)}")
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    if "dataset" not in values:
-        raise ConfigError(f"--dataset is required (in the flags or the config file); valid: {', '.join(data.DATASETS)}")
-    return TrainConfig(**values)

@@ -1,4 +1,4 @@
-"""Datasets and seeded subsets.
+"""Datasets: download or mirror, verify, decode and cache.
 
 ``load(name, split)`` returns a :class:`Split` of uint8 ``(N, C, H, W)`` images, int64 labels and
 class names for ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``tiny-imagenet``,
@@ -18,18 +18,13 @@ Where the decoded arrays go
     ``<repo>/data``. Relative paths in ``SEMSCALE_DATA`` and ``SEMSCALE_MIRROR`` are taken
     relative to the repository root (so ``SEMSCALE_MIRROR=../shared/data`` works from any folder).
 
-Subsets
-    :func:`long_tailed_indices` reproduces LDAM-DRW's ``IMBALANCECIFAR`` subsets exactly;
-    :func:`per_class_indices` takes explicit per-class counts (e.g. :data:`MNIST_LT_1`);
-    :func:`nested_balanced_indices` gives nested sample-balanced subsets. Each returns
-    :class:`Subset` (indices, sha256 of the indices as little-endian int64).
+Subsets of the training split are :mod:`semscale.subsets`' job.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import lzma
 import os
@@ -41,25 +36,19 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from .progress import show_progress
+from .records import REPO, save_torch_atomic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "cifar10-jpeg75", "digits")
 SPLITS = ("train", "test")
 CACHE_FORMAT = 1
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-#: Class counts of the two long-tailed MNIST variants of the paper (classes 0..9).
-MNIST_LT_1 = (5923, 3590, 2940, 2518, 2256, 1972, 1700, 1300, 1100, 900)
-MNIST_LT_2 = (5923, 3090, 2540, 1818, 1356, 972, 484, 272, 122, 74)
-
-PROFILES = ("exp", "step")
 
 
 class DatasetError(RuntimeError):
@@ -70,11 +59,6 @@ class Split(NamedTuple):
     images: torch.Tensor  # uint8 (N, C, H, W)
     labels: torch.Tensor  # int64 (N,)
     classes: tuple[str, ...]
-
-
-class Subset(NamedTuple):
-    indices: np.ndarray  # int64
-    sha256: str  # hex digest of np.asarray(indices, dtype="<i8").tobytes()
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,12 +131,12 @@ def _env_path(var: str) -> Path | None:
     if not value:
         return None
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+    return path if path.is_absolute() else (REPO / path).resolve()
 
 
 def data_dir() -> Path:
     """``$SEMSCALE_DATA`` or ``<repo>/data`` (relative paths are taken from the repository root)."""
-    return _env_path("SEMSCALE_DATA") or REPO_ROOT / "data"
+    return _env_path("SEMSCALE_DATA") or REPO / "data"
 
 
 def mirror_dir() -> Path | None:
@@ -529,8 +513,6 @@ def load(name: str, split: str, *, progress: bool | None = None) -> Split:
     if name == "digits":
         return _load_digits(split)
 
-    from .records import save_torch_atomic
-
     needed = resources(name, split)
     accepted = {r.role: {md5 for _, md5 in r.candidates()} for r in needed}
     cached = _read_cache(cache_path(name, split), accepted)
@@ -561,128 +543,3 @@ def load(name: str, split: str, *, progress: bool | None = None) -> Split:
         }
         save_torch_atomic(cache_path(name, s), obj)
     return decoded[split]
-
-
-# --------------------------------------------------------------------------------------------
-# Subsets
-# --------------------------------------------------------------------------------------------
-
-
-def indices_sha256(indices) -> str:
-    return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
-
-
-def make_subset(indices) -> Subset:
-    idx = np.asarray(indices, dtype=np.int64)
-    return Subset(idx, indices_sha256(idx))
-
-
-def _labels_np(labels) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-d integer array, got shape {arr.shape} dtype {arr.dtype}")
-    return arr.astype(np.int64)
-
-
-def _check_if(imbalance_factor) -> float:
-    if not isinstance(imbalance_factor, (int, float, np.integer, np.floating)) or not imbalance_factor >= 1:
-        raise ValueError(f"imbalance_factor must be a number >= 1 (n_max / n_min, e.g. 10, 50, 100, 200), got {imbalance_factor!r}")
-    return float(imbalance_factor)
-
-
-def long_tailed_counts(num_classes: int, imbalance_factor: float, n_max: float, profile: str = "exp") -> list[int]:
-    """Per-class counts of LDAM-DRW's ``get_img_num_per_cls`` with ``imb_factor = 1 / imbalance_factor``.
-
-    exp: ``int(n_max * imb_factor ** (i / (C - 1)))``; step: the first ``C // 2`` classes ``int(n_max)``,
-    the rest ``int(n_max * imb_factor)``.
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if not n_max > 0:
-        raise ValueError(f"n_max must be > 0, got {n_max!r}")
-    return [int(n_max * share) for share in _long_tailed_shares(num_classes, imbalance_factor, profile)]
-
-
-def _long_tailed_shares(num_classes: int, imbalance_factor: float, profile: str) -> list[float]:
-    """n_i / n_max per class, computed as LDAM does so that ``int(n_max * share)`` matches it bit for bit."""
-    imb_factor = 1 / _check_if(imbalance_factor)  # LDAM's imb_factor (e.g. 0.01 == 1 / 100 exactly)
-    if profile == "exp":
-        return [imb_factor ** (i / (num_classes - 1.0)) for i in range(num_classes)]
-    head = num_classes // 2
-    return [1.0] * head + [imb_factor] * (num_classes - head)
-
-
-def _ldam_select(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:
-    """LDAM's gen_imbalanced_data: seed the global RNG, then per class shuffle and keep a prefix."""
-    classes = np.unique(labels)
-    if len(counts) != len(classes):
-        raise ValueError(f"{len(counts)} counts given for {len(classes)} classes (counts follow the sorted class labels)")
-    for c, n in zip(classes, counts):
-        if not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"counts must be non-negative integers, got {n!r} for class {c}")
-        have = int((labels == c).sum())
-        if n > have:
-            raise ValueError(f"class {c} has {have} samples, {n} asked")
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)
-        chosen = []
-        for c, n in zip(classes, counts):
-            idx = np.where(labels == c)[0]
-            np.random.shuffle(idx)
-            chosen.append(idx[:n])
-    finally:
-        np.random.set_state(state)
-    return np.concatenate(chosen).astype(np.int64)
-
-
-def default_n_max(labels, imbalance_factor: float, profile: str = "exp") -> float:
-    """LDAM's ``len(labels) / C``, lowered where needed to the largest n_max every class can supply.
-
-    On balanced data (CIFAR, Tiny-ImageNet) this is LDAM's value, so subsets match LDAM's bit for bit;
-    on MNIST, whose class 0 has 5923 < 6000 images, it is 5923.
-    """
-    labels = _labels_np(labels)
-    available = np.unique(labels, return_counts=True)[1]
-    shares = np.array(_long_tailed_shares(len(available), imbalance_factor, profile))
-    return float(min(len(labels) / len(available), np.min(available / shares)))
-
-
-def long_tailed_indices(labels, imbalance_factor: float, n_max: float | None = None, profile: str = "exp", seed: int = 0) -> Subset:
-    """LDAM-DRW's long-tailed subset (IMBALANCECIFAR10/100 with ``rand_number=seed``), bit for bit.
-
-    ``n_max`` defaults to :func:`default_n_max` (LDAM's ``len(labels) / C`` on balanced data).
-    Indices are concatenated in class order.
-    """
-    labels = _labels_np(labels)
-    num_classes = len(np.unique(labels))
-    if n_max is None:
-        n_max = default_n_max(labels, imbalance_factor, profile)
-    counts = long_tailed_counts(num_classes, imbalance_factor, n_max, profile)
-    return make_subset(_ldam_select(labels, counts, seed))
-
-
-def per_class_indices(labels, counts: Sequence[int], seed: int = 0) -> Subset:
-    """``counts[i]`` samples of the i-th class (sorted labels), chosen as in :func:`long_tailed_indices`."""
-    return make_subset(_ldam_select(_labels_np(labels), list(counts), seed))
-
-
-def nested_balanced_indices(labels, sizes: Iterable[int], seed: int = 0) -> dict[int, Subset]:
-    """``{m: Subset}`` with ``m`` samples per class; each class uses one seeded permutation, so
-    every larger subset contains every smaller one. Indices are concatenated in class order."""
-    labels = _labels_np(labels)
-    sizes = list(sizes)
-    if not sizes:
-        raise ValueError("sizes must list at least one per-class size")
-    classes = np.unique(labels)
-    smallest = min(int((labels == c).sum()) for c in classes)
-    for m in sizes:
-        if not isinstance(m, (int, np.integer)) or not 1 <= m <= smallest:
-            raise ValueError(f"sizes must be integers in 1..{smallest} (the smallest class), got {m!r}")
-    rng = np.random.default_rng(seed)
-    perms = [rng.permutation(np.where(labels == c)[0]) for c in classes]
-    return {int(m): make_subset(np.concatenate([p[:m] for p in perms])) for m in sorted(set(int(m) for m in sizes))}

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from . import pipeline, scale
+from .build import build_network
 from .config import TrainConfig
 from .pool import pooled
 
@@ -56,14 +57,12 @@ def extract(run_dir, split: str = "test", *, device: str = "cpu", batch_size: in
     """The penultimate and pooled features of ``split`` ("train" or "test") under the run's final weights."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    from .train import build_model  # train imports this package's modules; import late to keep features light
-
     run_dir = Path(run_dir)
     config = _config_of(run_dir, device)
     dev = torch.device(device)
     data = pipeline.load_data(config, dev)
     images, labels = (data.train_images, data.train_labels) if split == "train" else (data.test_images, data.test_labels)
-    model = build_model(config, data.num_classes, images.shape[1], dev)
+    model = build_network(config, data.num_classes, images.shape[1], dev)
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location=dev, weights_only=True))
     model.eval()
     feats = features_of(model, images, data.mean, data.std, batch_size)

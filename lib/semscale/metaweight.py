@@ -91,8 +91,8 @@ def _normalised(a: torch.Tensor) -> torch.Tensor:
     return a / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def train_step(run, ids, x, y, class_weights: torch.Tensor | None, generator: torch.Generator):
-    """One MWN iteration on ``run`` (a train.Run with ``run.mwn``): V's meta step, then the network's weighted step.
+def weighted_step(run, ids, x, y, class_weights: torch.Tensor | None, generator: torch.Generator):
+    """One MWN iteration on ``run`` (a build.Run with ``run.mwn``): V's meta step, then the network's weighted step.
 
     ``class_weights``: the extra per-class weights (DSB's) or None. Returns (loss, logits) like train.train_step.
     """
@@ -127,8 +127,7 @@ def train_step(run, ids, x, y, class_weights: torch.Tensor | None, generator: to
     # 3. the network's step with the updated V
     with run.autocast():
         logits, features = run.forward(x)
-    if run.pool is not None:
-        run.pool.update(ids, features, duplicates=cfg.sampler != "none")
+    run.store_features(ids, features)
     losses = run.loss.per_sample(logits.float(), y)
     with torch.no_grad():
         a = mwn.net(losses.detach()) * c[y]

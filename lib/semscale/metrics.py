@@ -1,7 +1,7 @@
 """Classification metrics of long-tailed evaluation. Accuracies are fractions in [0, 1].
 
 Counting happens on the device (``class_counts``: no host sync, call it per batch and add up); the
-summary (``summarize``) on the host from the (C,) counts.
+summary (``accuracy_summary``) on the host from the (C,) counts.
 
 * top-1: correct / total over all test samples.
 * per-class accuracy: correct_c / total_c, NaN for a class without test samples.
@@ -56,7 +56,7 @@ def group_accuracy(accuracy, train_counts) -> dict[str, float]:
     return out
 
 
-def summarize(correct, total, train_counts) -> dict:
+def accuracy_summary(correct, total, train_counts) -> dict:
     """top1, balanced, many, medium, few (floats) and per_class (np.ndarray) from per-class counts."""
     correct = np.asarray(correct.cpu() if isinstance(correct, torch.Tensor) else correct, dtype=np.int64)
     total = np.asarray(total.cpu() if isinstance(total, torch.Tensor) else total, dtype=np.int64)

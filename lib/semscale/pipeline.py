@@ -17,7 +17,7 @@
   checkpoint/resume stays exact; a sample drawn twice in one batch leaves its last feature in the pool
   (``FeaturePool.update(..., duplicates=True)``).
 * CDB's difficulty is measured on a balanced held-out split of training images that the subset leaves unused
-  (``heldout_indices``), never on the test set.
+  (``subsets.heldout_indices``), never on the test set.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data
+from . import data, subsets
 from .config import FIXED_NORMALIZATION, ConfigError, TrainConfig
 
 
@@ -41,7 +41,7 @@ class TrainData:
     test_labels: torch.Tensor
     classes: tuple[str, ...]
     train_counts: np.ndarray  # (C,) int64
-    subset: data.Subset
+    subset: subsets.Subset
     n_max: float | None  # of a long-tailed subset
     variant: str  # e.g. "mnist-lt100", "cifar10-jpeg75", "mnist-lt-1", "cifar10-m500"
     mean: torch.Tensor  # (1, C, 1, 1) float32
@@ -57,51 +57,29 @@ class TrainData:
         return len(self.classes)
 
 
-def training_subset(config: TrainConfig, labels: torch.Tensor) -> tuple[data.Subset, float | None, str]:
-    """The training subset, its n_max if long-tailed, and a short name for it."""
+def select_subset(config: TrainConfig, labels: torch.Tensor) -> tuple[subsets.Subset, float | None, str]:
+    """The training subset of ``config`` over the training split's ``labels``, its n_max if long-tailed, and its
+    dataset variant's name (e.g. ``mnist-lt100``, ``mnist-lt-1``, ``cifar10-jpeg75-m500``)."""
     c = config
     try:
         if c.train_counts is not None:
-            named = {data.MNIST_LT_1: "lt-1", data.MNIST_LT_2: "lt-2"}
+            named = {subsets.MNIST_LT_1: "lt-1", subsets.MNIST_LT_2: "lt-2"}
             suffix = named.get(c.train_counts, "counts") if c.dataset == "mnist" else "counts"
-            return data.per_class_indices(labels, c.train_counts, seed=c.subset_seed), None, f"{c.dataset}-{suffix}"
+            return subsets.per_class_indices(labels, c.train_counts, seed=c.subset_seed), None, f"{c.dataset}-{suffix}"
         if c.train_per_class is not None:
-            subsets = data.nested_balanced_indices(labels, [c.train_per_class], seed=c.subset_seed)
-            return subsets[c.train_per_class], None, f"{c.dataset}-m{c.train_per_class}"
+            nested = subsets.nested_balanced_indices(labels, [c.train_per_class], seed=c.subset_seed)
+            return nested[c.train_per_class], None, f"{c.dataset}-m{c.train_per_class}"
         if c.imbalance != 1:
-            n_max = data.default_n_max(labels, c.imbalance, c.profile)
-            subset = data.long_tailed_indices(labels, c.imbalance, n_max, profile=c.profile, seed=c.subset_seed)
+            n_max = subsets.default_n_max(labels, c.imbalance, c.profile)
+            subset = subsets.long_tailed_indices(labels, c.imbalance, n_max, profile=c.profile, seed=c.subset_seed)
             return subset, n_max, f"{c.dataset}-lt{c.imbalance:g}" + ("-step" if c.profile == "step" else "")
     except ValueError as e:
         raise ConfigError(f"cannot make the training subset of {c.dataset}: {e}") from e
-    return data.make_subset(np.arange(len(labels))), None, c.dataset
+    return subsets.make_subset(np.arange(len(labels))), None, c.dataset
 
 
-def heldout_indices(labels, subset_indices, per_class: int, seed: int) -> tuple[np.ndarray, list[int]]:
-    """A balanced split of ``per_class`` training images per class, drawn from the images the subset leaves unused.
-
-    CDB's CIFAR-LT code holds out 25 training images per class before making the long-tailed subset
-    (hitachi-rd-cv/CDB-loss, CIFAR-LT/cifar_train.py lines 157-160). Here the subset stays the same as every
-    other method's, so the split is drawn from the unused images; a class whose subset uses all but fewer than
-    ``per_class`` of its images (the head class at n_max) is filled up with its own training images, and how
-    many is returned per class (recorded in run.json). Returns (indices, from_subset counts).
-    """
-    labels = np.asarray(labels)
-    used = np.zeros(len(labels), dtype=bool)
-    used[np.asarray(subset_indices)] = True
-    rng = np.random.default_rng([seed, 0xCDB])  # its own stream, apart from the subset's
-    chosen, from_subset = [], []
-    for c in range(int(labels.max()) + 1):
-        unused = rng.permutation(np.flatnonzero((labels == c) & ~used))[:per_class]
-        fill = per_class - len(unused)
-        if fill:
-            unused = np.concatenate([unused, rng.permutation(np.flatnonzero((labels == c) & used))[:fill]])
-        chosen.append(unused)
-        from_subset.append(int(fill))
-    return np.concatenate(chosen), from_subset
-
-
-def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images resized to size×size (antialiased bilinear), back to uint8."""
     out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8, device=images.device)
     for s in range(0, images.shape[0], chunk):
         x = F.interpolate(images[s:s + chunk].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -122,15 +100,39 @@ def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tenso
     return mean, (squares / n - mean.square()).clamp_min(0).sqrt()
 
 
-def _heldout(train: data.Split, subset: data.Subset, config: TrainConfig, device: torch.device,
+@dataclass
+class TrainingImages:
+    """The training subset of a config: uint8 images (after ``resize``) and labels on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    subset: subsets.Subset
+    n_max: float | None
+    variant: str  # with "-<size>px" when resized
+
+
+def _resized(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    return images if config.resize is None else resize_images(images, config.resize)
+
+
+def training_images(config: TrainConfig, device: torch.device = torch.device("cpu"),
+                    train: data.Split | None = None) -> TrainingImages:
+    """The images a run of ``config`` trains on (the same subset, resize and variant name as :func:`load_data`)."""
+    train = data.load(config.dataset, "train") if train is None else train
+    subset, n_max, variant = select_subset(config, train.labels)
+    index = torch.from_numpy(subset.indices)
+    images = _resized(train.images[index].to(device), config)
+    variant += f"-{config.resize}px" if config.resize is not None else ""
+    return TrainingImages(images, train.labels[index].to(device), train.classes, subset, n_max, variant)
+
+
+def _heldout(train: data.Split, subset: subsets.Subset, config: TrainConfig, device: torch.device,
              per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The held-out split of ``heldout_indices`` as uint8 images (resized like the training images) and labels."""
-    index, from_subset = heldout_indices(train.labels.numpy(), subset.indices, per_class, config.subset_seed)
+    """The held-out split of ``subsets.heldout_indices`` as uint8 images (resized like the training images) and labels."""
+    index, from_subset = subsets.heldout_indices(train.labels.numpy(), subset.indices, per_class, config.subset_seed)
     index = torch.from_numpy(index)
-    images = train.images[index].to(device)
-    if config.resize is not None:
-        images = _resize(images, config.resize)
-    return images, train.labels[index].to(device), from_subset
+    return _resized(train.images[index].to(device), config), train.labels[index].to(device), from_subset
 
 
 def load_data(config: TrainConfig, device: torch.device, heldout: bool = False, meta: bool = False) -> TrainData:
@@ -139,27 +141,20 @@ def load_data(config: TrainConfig, device: torch.device, heldout: bool = False, 
     and move them to ``device`` as uint8."""
     train = data.load(config.dataset, "train")
     test = data.load(config.dataset, "test")
-    subset, n_max, variant = training_subset(config, train.labels)
-    index = torch.from_numpy(subset.indices)
-    train_images = train.images[index].to(device)
-    test_images = test.images.to(device)
+    chosen = training_images(config, device, train)
     held = held_labels = from_subset = meta_images = meta_labels = None
     if heldout:
-        held, held_labels, from_subset = _heldout(train, subset, config, device, config.cdb_heldout)
+        held, held_labels, from_subset = _heldout(train, chosen.subset, config, device, config.cdb_heldout)
     if meta:
-        meta_images, meta_labels, _ = _heldout(train, subset, config, device, config.mwn_meta_per_class)
-    if config.resize is not None:
-        train_images, test_images = _resize(train_images, config.resize), _resize(test_images, config.resize)
-        variant += f"-{config.resize}px"
+        meta_images, meta_labels, _ = _heldout(train, chosen.subset, config, device, config.mwn_meta_per_class)
     if config.normalization == "fixed":
         mean, std = (torch.tensor(v, dtype=torch.float64, device=device) for v in FIXED_NORMALIZATION[config.dataset])
     else:
-        mean, std = _channel_stats(train_images)
-    train_labels = train.labels[index].to(device)
-    counts = np.bincount(train.labels[index].numpy(), minlength=len(train.classes))
-    return TrainData(train_images, train_labels, test_images, test.labels.to(device), train.classes, counts, subset,
-                     n_max, variant, mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1),
-                     held, held_labels, from_subset, meta_images, meta_labels)
+        mean, std = _channel_stats(chosen.images)
+    counts = np.bincount(chosen.labels.cpu().numpy(), minlength=len(train.classes))
+    return TrainData(chosen.images, chosen.labels, _resized(test.images.to(device), config), test.labels.to(device),
+                     train.classes, counts, chosen.subset, chosen.n_max, chosen.variant, mean.float().view(1, -1, 1, 1),
+                     std.float().view(1, -1, 1, 1), held, held_labels, from_subset, meta_images, meta_labels)
 
 
 def load_run_data(config: TrainConfig, device: torch.device) -> TrainData:
@@ -198,8 +193,6 @@ def epoch_order(train_data: TrainData, config: TrainConfig, epoch: int, generato
         return torch.randperm(n, generator=generator, device=train_data.train_labels.device)
     p = sampling_probabilities(train_data.train_labels, train_data.train_counts, config.sampler)
     return torch.multinomial(p.float(), n, replacement=True, generator=generator)
-
-
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -9,11 +10,14 @@ import platform
 import subprocess
 import sys
 import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout (lib/semscale/records.py)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -38,12 +42,6 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def run_complete(folder) -> bool:
-    """A finished run: its run.json is written and no checkpoint.pt is left (an interrupted run keeps one)."""
-    folder = Path(folder)
-    return (folder / "run.json").exists() and not (folder / "checkpoint.pt").exists()
-
-
 def write_bytes_atomic(path, data: bytes) -> Path:
     return _atomic_write(path, lambda f: f.write(data))
 
@@ -59,8 +57,6 @@ def write_csv_atomic(path, frame: pd.DataFrame, **to_csv_kwargs) -> Path:
 
 
 def save_torch_atomic(path, obj) -> Path:
-    import torch
-
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -86,8 +82,6 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
 
 
 def device_name(device=None) -> str:
-    import torch
-
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -101,6 +95,34 @@ def source_sha256() -> str:
     for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def run_record(config, protocol: dict, described: dict, device, *, started: str, wall_seconds: float,
+               train_seconds: float, img_per_s: float, final: dict, **extra) -> dict:
+    """run.json of a finished run, first or second stage: what ran (``config``, a TrainConfig, and its ``protocol``),
+    on what (``described``: seed, dataset, variant, subset, classes, normalisation, loss, parameters, engine), where
+    (provenance, device, threads), when and how fast, and the last epoch's ``final`` metrics; ``extra`` keys added."""
+    return {
+        "status": "complete",
+        "config": dataclasses.asdict(config),
+        "protocol": protocol,
+        **described,
+        **extra,
+        **provenance(device),
+        "device_type": torch.device(device).type,
+        "threads": torch.get_num_threads(),
+        "started": started,
+        "finished": now(),
+        "wall_seconds": wall_seconds,
+        "train_seconds": train_seconds,
+        "img_per_s": img_per_s,
+        "final": final,
+    }
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def provenance(device=None) -> dict:

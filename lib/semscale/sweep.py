@@ -1,12 +1,12 @@
 """Sweeps: a grid of training runs in one call, cached by config, resumable, in parallel or on Slurm.
 
-    points = sweep.grid(base, method=sweep.METHODS, imbalance=[100, 10], seed=[0, 1, 2])
-    tables = sweep.collect(sweep.run(points, "runs/", jobs=2))     # .runs, .per_class, .epochs, .pool
-    sweep.summarize(tables.runs, by=["method", "imbalance"])       # mean, sample std, n of top1, ...
+    points = sweep.grid(base, method=methods.METHODS, imbalance=[100, 10], seed=[0, 1, 2])
+    tables = results.collect(sweep.run(points, cache.runs_dir(), jobs=2))   # .runs, .per_class, .epochs, .pool
+    results.summarize(tables.runs, by=["method", "imbalance"])              # mean, sample std, n of top1, ...
 
-* ``run`` trains each config into ``root/<readable-name>-<hash>/``; the hash is taken over the canonical config
-  (every field but the execution-only ``config.RESUMABLE_FIELDS``), so the same config lands in the same folder
-  from any notebook. A complete run is read back, an interrupted one resumes from its checkpoint, a failing
+* ``run`` trains each config into ``root/<readable-name>-<hash>/`` (:mod:`semscale.cache`), so the same config
+  lands in the same folder from any notebook; each run goes through :func:`semscale.cli.train_run`, as on the
+  command line. A complete run is read back, an interrupted one resumes from its checkpoint, a failing
   one (bad config, NaN loss, out of memory) is recorded in ``failed.json`` and the others go on (it is tried
   again on the next call). One log line per run; no progress bars from workers.
 * ``jobs=K`` runs K configs at once in spawned worker processes (CUDA: K processes on one GPU). CPU kernels
@@ -35,80 +35,18 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
-import pandas as pd
 import torch
 
 from . import records
+from .cache import run_complete, run_name
 from .checkpoint import TrainingInterrupted
-from .config import ADDED_FIELDS, RESUMABLE_FIELDS, ConfigError, TrainConfig, first_stage
+from .cli import train_run
+from .config import ConfigError, TrainConfig, first_stage
 
-# Named recipes: the fields each method sets over the base config. The batch reduction is each source's own
-# (PAPER.md §6): F.cross_entropy(weight=) is the weighted mean Σ aL / Σ a; a plain .mean() is Σ aL / N.
-BASE_METHODS: dict[str, dict[str, Any]] = {
-    "CE": {"loss": "ce"},
-    # Lin et al. 2017 as in LDAM-DRW: FocalLoss(gamma=1) (kaidic/LDAM-DRW cifar_train.py line 215), averaged
-    # over the batch by focal_loss's loss.mean() (losses.py line 11)
-    "Focal": {"loss": "focal", "focal_gamma": 1.0, "reduction": "mean"},
-    # Cui et al. 2019: class-balanced weights (1-β)/(1-β^n), β = 0.9999, γ = 1 (richardaecn/class-balanced-loss
-    # cifar_im_trainval_cb.sh; src/cifar_main.py lines 428-429), loss summed and divided by N (lines 263-265).
-    # Cui et al.'s focal loss is sigmoid-based; ours is the softmax form.
-    "CB-Focal": {"loss": "focal", "focal_gamma": 1.0, "reweight": "cb", "cb_beta": 0.9999, "reduction": "mean"},
-    # LDAM-DRW's deferred re-weighting: β = 0 until epoch 160 of 200, then 0.9999 (cifar_train.py lines 199-206),
-    # in nn.CrossEntropyLoss(weight=) (line 211): the weighted mean
-    "CE-DRW": {"loss": "ce", "reweight": "drw"},
-    "LDAM": {"loss": "ldam"},  # LDAMLoss(max_m=0.5, s=30) on the cosine classifier (lines 106, 213)
-    "LDAM-DRW": {"loss": "ldam", "reweight": "drw"},
-    "Balanced Softmax": {"loss": "balanced-softmax"},  # Ren et al. 2020: CE(z + log π)
-    "Logit-adjusted": {"loss": "logit-adjusted", "logit_tau": 1.0},  # Menon et al. 2021, τ = 1
-    # Sinha et al. 2020 with CDB's CIFAR-LT script: τ 'dynamic' of losses/cdb_loss.py lines 25-27 (our
-    # 'dynamic-v1'), difficulty from a 25-per-class held-out split (cifar_train.py lines 157-160), loss
-    # averaged over the batch (line 76)
-    "CDB-CE": {"loss": "ce", "reweight": "cdb", "cdb_tau": "dynamic-v1", "reduction": "mean"},
-}
-# The other imbalance methods of the study's sources (issue 11). Each has a +DSB form below: DSB weights the loss
-# of the (first-stage) training, and its weights multiply the sampler's draws, GLA/GCA's class weights and MWN's
-# sample weights. The second stages themselves (cRT, LWS: plain CE on class-balanced draws; post-hoc LA, τ-norm: no
-# training) take no DSB weights: "cRT+DSB" is cRT on a CE+DSB first stage.
-OTHER_METHODS: dict[str, dict[str, Any]] = {
-    # Buda et al. 2018 (the paper's Sec 1 argues against it): p(sample) ∝ 1/n_c, N draws with replacement per epoch;
-    # square-root sampling (Mahajan et al. 2018, Kang et al. 2020 "feat_squareroot"): p(class) ∝ √n_c
-    "CB sampling": {"loss": "ce", "sampler": "class-balanced"},
-    "Sqrt sampling": {"loss": "ce", "sampler": "sqrt"},
-    # Menon et al. 2021: logits − τ log π on the finished CE run, τ = 1 (logit_adjustment/main.py flag tau=1.0), or
-    # τ chosen on the held-out split
-    "Post-hoc LA": {"loss": "ce", "second_stage": "posthoc-la"},
-    "Post-hoc LA (τ held-out)": {"loss": "ce", "second_stage": "posthoc-la", "stage2_tau": "heldout"},
-    # Kang et al. 2020 (facebookresearch/classifier-balancing): second stages on the CE run (semscale.decoupling)
-    "cRT": {"loss": "ce", "second_stage": "crt"},
-    "τ-norm": {"loss": "ce", "second_stage": "tau-norm"},
-    "LWS": {"loss": "ce", "second_stage": "lws"},
-    # Cortes, Mohri & Zhong 2025, forms derived from the abstract (losses.py): q = 0.5, τ = 1, margin 0.5
-    "GLA": {"loss": "gla"},
-    "GCA": {"loss": "gca"},
-    # Shu et al. 2019 (semscale.metaweight): CE, weights from V(loss), meta set of 10 unused images per class
-    "MWN": {"loss": "ce", "mwn": True},
-}
-# DSB multiplies whatever weights the method already has (PAPER.md §6): LDAM-DRW+DSB has both; LDAM+DSB is the
-# paper's own form, the per-sample loss divided by S_y.
-METHODS: dict[str, dict[str, Any]] = {
-    **BASE_METHODS,
-    **{f"{name}+DSB": {**fields, "dsb": True} for name, fields in BASE_METHODS.items()},
-    **OTHER_METHODS,
-    **{f"{name}+DSB": {**fields, "dsb": True} for name, fields in OTHER_METHODS.items()},
-}
 STATUSES = ("trained", "resumed", "cached", "failed", "submitted")
-REPO = Path(__file__).resolve().parents[2]
-FINAL_METRICS = ("top1", "balanced", "many", "medium", "few", "train_loss", "train_acc")
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def runs_dir() -> Path:
-    """Where the study's notebooks keep their runs: ``$SEMSCALE_RUNS`` or ``runs/`` in the repository (git-ignored).
-
-    One folder for every notebook and profile, so a config trained by one notebook is read back by another."""
-    return Path(os.environ.get("SEMSCALE_RUNS") or REPO / "runs")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,37 +112,6 @@ def _check_names(fields: dict, where: str) -> None:
     unknown = sorted(set(fields) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"{where}: unknown config field(s) {unknown}; fields: {', '.join(_FIELDS)}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# names
-
-
-def canonical(config: TrainConfig) -> dict[str, Any]:
-    """The fields that define what a run computes (JSON-ready): all but ``RESUMABLE_FIELDS``."""
-    values = json.loads(json.dumps(dataclasses.asdict(config)))
-    return {k: v for k, v in values.items()  # fields added later count only where set, so older folders keep their names
-            if k not in RESUMABLE_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
-
-
-def config_hash(config: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(canonical(config), sort_keys=True).encode()).hexdigest()
-
-
-def run_name(config: TrainConfig) -> str:
-    """``<dataset>_<subset>_<model>_<loss>[-<reweight>][_cbs|_sqrts][_mwn][_dsb][_<second stage>]_s<seed>-<hash10>``."""
-    c = config
-    if c.train_counts is not None:
-        subset = "counts" + hashlib.sha256(str(c.train_counts).encode()).hexdigest()[:4]
-    elif c.train_per_class is not None:
-        subset = f"m{c.train_per_class}"
-    else:
-        subset = f"lt{c.imbalance:g}" if c.imbalance != 1 else "full"
-    loss = c.loss + (f"-{c.reweight}" if c.reweight != "none" else "")
-    extra = ([{"class-balanced": "cbs", "sqrt": "sqrts"}[c.sampler]] if c.sampler != "none" else []) + (["mwn"] if c.mwn else [])
-    stage2 = [c.second_stage] if c.second_stage != "none" else []
-    parts = [c.dataset, subset, c.model, loss] + extra + (["dsb"] if c.dsb else []) + stage2 + [f"s{c.seed}"]
-    return "_".join(parts) + "-" + config_hash(c)[:10]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -278,7 +185,7 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
     second = [r for r in leaders if r.config.second_stage != "none"]
     first = [r for r in leaders if r.config.second_stage == "none"]
     for r in second:
-        hidden = _prepare(first_stage(r.config), root)
+        hidden = _prepare(first_stage(r.config), root)  # where cli.first_stage_dir puts it
         if hidden.status in ("trained", "resumed") and hidden.name not in todo and all(h.name != hidden.name for h in first):
             first.append(hidden)
     for batch in (first, second):
@@ -319,7 +226,7 @@ def _prepare(point, root: Path) -> Result:
         return Result(path.name, path, labels, None, "failed", error=f"invalid config: {e}")
     name = run_name(config)
     path = root / name
-    if records.run_complete(path):
+    if run_complete(path):
         return Result(name, path, labels, config, "cached", record=json.loads((path / "run.json").read_text()))
     return Result(name, path, labels, config, "resumed" if (path / "checkpoint.pt").exists() else "trained")
 
@@ -360,19 +267,11 @@ def _torch_threads(threads: int | None):
 
 
 def train_one(config: TrainConfig, out: Path) -> tuple[dict | None, str | None]:
-    """Train (or resume) one run into ``out``: (record, None), or (None, error text) if it failed.
-
-    TrainingInterrupted and KeyboardInterrupt propagate: an interrupted sweep stops, its checkpoints kept.
+    """Train (or resume) one run into ``out`` (:func:`semscale.cli.train_run`): (record, None), or (None, error text)
+    if it failed. TrainingInterrupted and KeyboardInterrupt propagate: an interrupted sweep stops, its checkpoints kept.
     """
-    from .train import train
-
     try:
-        if config.second_stage != "none":  # its first stage is the sibling folder, trained before (see run)
-            from .decoupling import train_second_stage
-
-            record = train_second_stage(config, out, out.parent / run_name(first_stage(config)), train_first=False)
-        else:
-            record = train(config, out, resume=(out / "checkpoint.pt").exists())
+        record = train_run(config, out, resume=(out / "checkpoint.pt").exists())
     except (TrainingInterrupted, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
@@ -483,83 +382,3 @@ def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | N
             outcomes = [(None, f"slurm job {job.job_id} failed: {e}", 0.0)] * len(chunk)
         for r, (record, error, seconds) in zip(chunk, outcomes):
             _finish_result(r, record, error, seconds, log)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# collect and summarize
-
-
-class Tables(NamedTuple):
-    """Tidy frames of a sweep: one row per run, per (run, class), per (run, epoch) and per (run, epoch, class)."""
-
-    runs: pd.DataFrame
-    per_class: pd.DataFrame
-    epochs: pd.DataFrame
-    pool: pd.DataFrame
-
-
-def _run_row(name: str, path: Path, labels: dict, record: dict) -> dict:
-    row = {"run": name, **labels}
-    row.update({k: v for k, v in record["config"].items() if k not in labels})
-    row.update({k: record["final"][k] for k in FINAL_METRICS})
-    row.update({
-        "dataset_variant": record["dataset_variant"],
-        "subset_sha256": record["subset"]["sha256"],
-        "subset_size": record["subset"]["size"],
-        "wall_seconds": record["wall_seconds"],
-        "train_seconds": record["train_seconds"],
-        "img_per_s": record["img_per_s"],
-        "device": record["device"],
-        "threads": record.get("threads"),
-        "git_commit": record["git_commit"],
-        "source_sha256": record.get("source_sha256"),
-        "torch": record["packages"]["torch"],
-        "finished": record["finished"],
-        "path": str(path),
-    })
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
-
-
-def collect(source) -> Tables:
-    """Tidy frames of the complete runs in ``source``: the Results of ``run`` (with their labels) or a root folder.
-
-    Every frame carries the run's folder name (``run``), its labels and config fields, so it can be grouped and
-    plotted without merging; ``runs`` adds the final metrics and provenance.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        root = Path(source)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a folder of runs")
-        complete = [(p.name, p, {}, json.loads((p / "run.json").read_text())) for p in sorted(root.iterdir())
-                    if records.run_complete(p)]
-    else:
-        seen, complete = set(), []
-        for r in source:
-            if r.record is not None and (r.name, tuple(r.labels.items())) not in seen:
-                seen.add((r.name, tuple(r.labels.items())))
-                complete.append((r.name, r.path, r.labels, r.record))
-    runs = pd.DataFrame([_run_row(*c) for c in complete])
-    if runs.empty:
-        empty = pd.DataFrame()
-        return Tables(runs, empty, empty, empty)
-    keys = [c for c in runs.columns if c not in (*FINAL_METRICS, "wall_seconds", "train_seconds", "img_per_s", "finished")]
-    tables = {}
-    for table in ("per_class", "epochs", "pool_history"):
-        parts = [pd.read_csv(path / f"{table}.csv").assign(run=name) for name, path, _, _ in complete]
-        frame = pd.concat(parts, ignore_index=True)
-        tables[table] = runs[keys].merge(frame, on="run", suffixes=("", f"_{table}"))
-    return Tables(runs, tables["per_class"], tables["epochs"], tables["pool_history"])
-
-
-def summarize(frame: pd.DataFrame, by: list[str] | str, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """Per group of ``by``: ``<metric>_mean``, ``<metric>_std`` (sample, ddof=1; NaN for one value) and ``n`` rows."""
-    by = [by] if isinstance(by, str) else list(by)
-    metrics = [m for m in (metrics or FINAL_METRICS) if m in frame.columns]
-    missing = [c for c in by if c not in frame.columns]
-    if missing:
-        raise KeyError(f"cannot group by {missing}: not columns of the frame; columns: {', '.join(map(str, frame.columns))}")
-    grouped = frame.groupby(by, sort=False, dropna=False)
-    out = grouped[metrics].agg(["mean", "std"])
-    out.columns = [f"{m}_{stat}" for m, stat in out.columns]
-    out["n"] = grouped.size()
-    return out.reset_index()

@@ -52,12 +52,12 @@ __all__ = [
     "regime_boundaries",
     "collapse_log_eta",
     "rule_of_thumb_log_eta",
-    "class_counts",
+    "split_counts",
     "gaussian_problem",
     "subsample_problem",
     "monte_carlo_bayes_errors",
     "default_classifiers",
-    "evaluate",
+    "evaluate_classifier",
     "simulate",
     "collapse_point",
 ]
@@ -275,7 +275,7 @@ class TwoClassData:
         return int(self.y_train.sum())
 
 
-def class_counts(n: int, eta: float) -> tuple[int, int]:
+def split_counts(n: int, eta: float) -> tuple[int, int]:
     """(minority, majority) training counts for n samples at ratio η; ValueError below 2 minority."""
     eta = float(_check_eta(eta))
     if int(n) != n or n < 4:
@@ -303,7 +303,7 @@ def gaussian_problem(eta: float, kappa: float, delta: float, d: int = 20, *, see
         raise ValueError(f"d must be a positive integer, got {d!r}")
     if not (math.isfinite(scale_ratio) and scale_ratio > 0):
         raise ValueError(f"scale_ratio must be finite and > 0, got {scale_ratio}")
-    n_min, n_maj = class_counts(int(round(kappa * d)), eta)
+    n_min, n_maj = split_counts(int(round(kappa * d)), eta)
     rng = np.random.default_rng(seed)
     sd_min, sd_maj = float(scale_ratio), 1.0
     shift = np.zeros(d)
@@ -327,7 +327,7 @@ def subsample_problem(X_minority: np.ndarray, X_majority: np.ndarray, X_test_min
     The training pools must hold at least the needed counts; the test set is all given test rows
     (balanced or not), weighted so that its majority counts η times its minority.
     """
-    n_min, n_maj = class_counts(n, eta)
+    n_min, n_maj = split_counts(n, eta)
     if n_min > len(X_minority) or n_maj > len(X_majority):
         raise ValueError(f"need {n_min} minority and {n_maj} majority rows, have {len(X_minority)} and {len(X_majority)}")
     rng = np.random.default_rng(seed)
@@ -385,7 +385,7 @@ def default_classifiers(n_trees: int = 100, k: int = 5) -> dict[str, Callable[[i
     }
 
 
-def evaluate(model, data: TwoClassData) -> dict[str, float]:
+def evaluate_classifier(model, data: TwoClassData) -> dict[str, float]:
     """Fit on the training rows; minority recall, precision, F1 and PR-AUC on the weighted test set.
 
     Precision is NaN when nothing is predicted minority. The default decision rule of each model
@@ -411,7 +411,7 @@ def evaluate(model, data: TwoClassData) -> dict[str, float]:
 
 def simulate(make_data: Callable[[float, int], TwoClassData], etas: Iterable[float], seeds: Iterable[int],
              classifiers: dict[str, Callable[[int], object]], **columns) -> pd.DataFrame:
-    """Tidy frame: one row per (classifier, η, seed) with the minority metrics of :func:`evaluate`.
+    """Tidy frame: one row per (classifier, η, seed) with the minority metrics of :func:`evaluate_classifier`.
 
     ``make_data(eta, seed)`` builds the problem; η values it rejects with ValueError (too few
     minority samples) are skipped. Extra keyword arguments become constant columns.
@@ -424,7 +424,7 @@ def simulate(make_data: Callable[[float, int], TwoClassData], etas: Iterable[flo
             except ValueError:
                 continue
             for name, factory in classifiers.items():
-                metrics = evaluate(factory(int(seed)), data)
+                metrics = evaluate_classifier(factory(int(seed)), data)
                 rows.append({**columns, "classifier": name, "eta": float(eta), "log_eta": math.log(eta), "seed": int(seed),
                              "n_train": len(data.y_train), "n_minority": data.n_minority, **metrics})
     return pd.DataFrame(rows)
@@ -449,5 +449,5 @@ def collapse_point(frame: pd.DataFrame, by: list[str] | None = None, metric: str
             i = below[0]
             value = float(x[i - 1] + (y[i - 1] - level) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), f"collapse_log_eta": value})
+        rows.append({**dict(zip(by, key)), "collapse_log_eta": value})
     return pd.DataFrame(rows)

@@ -1,10 +1,11 @@
 """Second stages on a finished run: post-hoc logit adjustment (Menon et al. 2021) and decoupling (Kang et al. 2020).
 
 A config with ``second_stage`` set is two runs: its first stage is the same config without the second stage
-(``config.first_stage``), so a plain CE run (or CE+DSB, MWN, ...) is trained once and shared by every second stage
-on it; the second stage reads the first stage's ``model.pt`` and writes the same record files as any run (run.json
-with final metrics and provenance, epochs.csv, per_class.csv, pool_history.csv, model.pt), so ``sweep.collect``
-treats it like any run. Every second stage ends in a plain linear classifier, folded into ``model.pt``
+(``config.first_stage``), trained into the sibling folder its own config names (``cache.run_name``; see
+:func:`semscale.cli.train_run`), so a plain CE run (or CE+DSB, MWN, ...) is trained once and shared by every second
+stage on it and by the plain method itself; the second stage reads the first stage's ``model.pt`` and writes the
+same record files as any run (run.json with final metrics and provenance, epochs.csv, per_class.csv,
+pool_history.csv, model.pt), so ``results.collect`` treats it like any run. Every second stage ends in a plain linear classifier, folded into ``model.pt``
 (``features.extract`` works on it): ``logits = f·Wᵀ + b`` with
 
 * ``posthoc-la`` (Menon et al. 2021): ``b − τ log π`` (google-research/google-research logit_adjustment/main.py,
@@ -43,7 +44,6 @@ S columns and pool_history.csv are the first stage's. Second stages are not chec
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from datetime import datetime, timezone
@@ -54,15 +54,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import metrics, pipeline, records
+from . import cache, metrics, pipeline, records
+from .build import build_network, cosine_lr, resolve, resolve_device
+from .checkpoint import check_same_config
+from .config import ConfigError, TrainConfig, first_stage, protocol_record
 from .features import features_of
-from .train import cosine_lr
-from .config import ConfigError, TrainConfig, first_stage, protocol_overrides
 
 TAU_GRID = tuple(round(0.1 * k, 1) for k in range(21))  # tau_norm.py line 110: np.linspace(0, 2, 21)
 DEFAULT_EPOCHS = {"crt": 10, "lws": 5}  # cls_crt.yaml / cls_lws.yaml num_epochs
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # cls_*.yaml optim_params
-FIRST_STAGE_DIR = "first_stage"
+# what a second stage's record takes over from its first stage's (train.describe)
+DESCRIBED = ("seed", "dataset", "dataset_variant", "subset", "classes", "normalization", "loss", "parameters", "engine")
 
 
 def stage2_tau(config: TrainConfig) -> str | float:
@@ -160,35 +162,28 @@ def train_classifier(features, labels, counts, weight, bias, *, learn: str, epoc
 # a second stage as a run
 
 
-def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: bool = True, resume: bool = False) -> dict:
-    """Run ``config``'s second stage into ``out_dir`` on the first stage in ``first_dir`` and return its record.
+def train_second_stage(config: TrainConfig, out_dir, first_dir, *, resume: bool = False) -> dict:
+    """Run ``config``'s second stage into ``out_dir`` on its finished first stage in ``first_dir``; return the record.
 
-    ``train_first``: train (or resume, or read back) the first stage into ``first_dir`` if it is not finished
-    (the CLI); otherwise (``sweep``) a missing first stage is an error. A finished ``out_dir`` is returned with
-    ``resume`` and refused without.
+    A finished ``out_dir`` is returned with ``resume`` and refused without. :func:`semscale.cli.train_run` trains
+    the first stage first.
     """
-    from .train import build_model, resolve, resolve_device, train  # train imports this module late
-
     out, first_dir, wall_start = Path(out_dir), Path(first_dir), time.perf_counter()
     if (out / "run.json").exists():
         if not resume:
             raise FileExistsError(f"{out} already holds a run: resume it (--resume) or choose another --out")
         return json.loads((out / "run.json").read_text())
     first_config = first_stage(config)
-    if not records.run_complete(first_dir):
-        if not train_first:
-            raise FileNotFoundError(f"the first stage of this two-stage run is not finished in {first_dir}")
-        train(first_config, first_dir, resume=(first_dir / "checkpoint.pt").exists())
+    if not cache.run_complete(first_dir):
+        raise FileNotFoundError(f"the first stage of this two-stage run is not finished in {first_dir}")
     first = json.loads((first_dir / "run.json").read_text())
     device = resolve_device(config.device)
     data = pipeline.load_data(first_config, device, heldout=True)  # τ's held-out split: cdb_heldout per class
     c = resolve(config, data.train_counts)
-    from .checkpoint import check_same_config
-
     first_c = first_stage(c)
     check_same_config(first["config"], first_c)  # the folder holds this config's first stage
     C = data.num_classes
-    model = build_model(first_c, C, data.train_images.shape[1], device)  # seeded: its classifier is cRT's re-init
+    model = build_network(first_c, C, data.train_images.shape[1], device)  # seeded: its classifier is cRT's re-init
     fresh_w, fresh_b = model.classifier.weight.detach().float().clone(), model.classifier.bias.detach().float().clone()
     model.load_state_dict(torch.load(first_dir / "model.pt", map_location=device, weights_only=True))
     model.eval()
@@ -204,7 +199,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
     W0, b0 = model.classifier.weight.detach().float(), model.classifier.bias.detach().float()
 
     def test_metrics(w, b):
-        return metrics.summarize(*_accuracy_counts(f_test, data.test_labels, w, b, C), data.train_counts)
+        return metrics.accuracy_summary(*_accuracy_counts(f_test, data.test_labels, w, b, C), data.train_counts)
 
     def row_metrics(w, b):
         m = test_metrics(w, b)
@@ -257,26 +252,15 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, train_first: 
     state["classifier.weight"], state["classifier.bias"] = W.to(state["classifier.weight"]), b.to(state["classifier.bias"])
     records.save_torch_atomic(out / "model.pt", state)
     wall = time.perf_counter() - wall_start
-    record = {
-        **{k: v for k, v in first.items() if k in ("seed", "dataset", "dataset_variant", "subset", "classes",
-                                                    "normalization", "loss", "parameters", "engine")},
-        "status": "complete",
-        "config": dataclasses.asdict(c),
-        "protocol": {"name": c.protocol, "overrides": protocol_overrides(c)},
-        "second_stage": info,
-        **records.provenance(device),
-        "device_type": device.type,
-        "threads": torch.get_num_threads(),
-        "started": datetime.fromtimestamp(time.time() - wall, timezone.utc).isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": wall,
-        "train_seconds": train_seconds,
-        "img_per_s": (len(rows) * (len(data.train_labels) if c.second_stage in ("posthoc-la", "tau-norm") else
-                                   int(np.max(data.train_counts)) * C) / train_seconds) if train_seconds > 0 else float("nan"),
-        "first_stage_wall_seconds": first["wall_seconds"],
-        "final": {**{k: test[k] for k in ("top1", "balanced", "many", "medium", "few")},
-                  "train_loss": float(F.cross_entropy(f_train @ W.t() + b, data.train_labels)),
-                  "train_acc": float(train_correct.sum()) / len(data.train_labels)},
-    }
+    images = len(data.train_labels) if c.second_stage in ("posthoc-la", "tau-norm") else int(np.max(data.train_counts)) * C
+    record = records.run_record(
+        c, protocol_record(c), {k: first[k] for k in DESCRIBED}, device,
+        started=datetime.fromtimestamp(time.time() - wall, timezone.utc).isoformat(timespec="seconds"),
+        wall_seconds=wall, train_seconds=train_seconds,
+        img_per_s=len(rows) * images / train_seconds if train_seconds > 0 else float("nan"),
+        final={**{k: test[k] for k in ("top1", "balanced", "many", "medium", "few")},
+               "train_loss": float(F.cross_entropy(f_train @ W.t() + b, data.train_labels)),
+               "train_acc": float(train_correct.sum()) / len(data.train_labels)},
+        second_stage=info, first_stage_wall_seconds=first["wall_seconds"])
     records.write_json_atomic(out / "run.json", record)
     return record

@@ -1,6 +1,6 @@
 """Execute the study's notebooks headlessly with papermill under a parameter profile.
 
-    python -m semscale.notebooks --profile smoke [--only 00] [--param key=value ...]
+    python -m semscale.runner --profile smoke [--only 00] [--param key=value ...]     # what ./run_all.sh runs
 
 Profiles live in ``notebooks/profiles/<profile>.yaml``, keyed by notebook stem. Each notebook's
 executed copy goes to ``results/<profile>/<stem>.ipynb`` and its figures and tables to
@@ -31,10 +31,9 @@ import pandas as pd
 import papermill
 import yaml
 
-from semscale import records
-from semscale.records import write_csv_atomic
+from . import records
+from .records import REPO, write_csv_atomic
 
-REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = ("smoke", "default", "paper")
 REFERENCE = REPO / "reference"

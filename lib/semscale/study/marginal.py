@@ -4,7 +4,7 @@ On nested, sample-balanced subsets (m images per class, each subset inside the l
 
 * ``sample_volume_curves``: every class's sample volume (PAPER.md §1) at every m and subset seed;
 * ``fit_saturation``: saturation models fitted per class with ``scipy.optimize.curve_fit`` and compared by AIC
-  (``MODELS``: exponential and hyperbolic saturation against an unbounded logarithm);
+  (``CURVES``: exponential and hyperbolic saturation against an unbounded logarithm);
 * ``training_points``: one network per (dataset, m, model, seed) for ``sweep.run``, with a fixed number of
   optimisation steps for every m (``step_schedule``);
 * ``feature_volume_curves``: the feature volume of the trained networks on the test split;
@@ -23,9 +23,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import optimize, stats
+from scipy import optimize
+from scipy import stats as scipy_stats
 
-from . import bias, data, scale, sweep
+from .. import features, scale, stats, subsets, sweep
 
 # The paper's grids (PAPER.md §4.1): CIFAR-10, and CIFAR-100 / Mini-ImageNet (here: Tiny-ImageNet-200).
 CIFAR10_GRID = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 2000, 3000, 4000, 5000)
@@ -37,10 +38,10 @@ SMALL_GRID = (10, 20, 30, 50, 100, 200, 300, 400, 500)
 
 
 def nested_subsets(labels, sizes: Iterable[int], seeds: Iterable[int]) -> dict[tuple[int, int], np.ndarray]:
-    """``{(subset_seed, m): indices}``: the trainer's nested balanced subsets (``data.nested_balanced_indices``)."""
+    """``{(subset_seed, m): indices}``: the trainer's nested balanced subsets (``subsets.nested_balanced_indices``)."""
     out = {}
     for seed in seeds:
-        for m, subset in data.nested_balanced_indices(labels, sizes, seed=seed).items():
+        for m, subset in subsets.nested_balanced_indices(labels, sizes, seed=seed).items():
             out[(int(seed), m)] = subset.indices
     return out
 
@@ -80,7 +81,7 @@ def summed_volume(curves: pd.DataFrame, value: str = "volume", by: Sequence[str]
 
 
 @dataclass(frozen=True)
-class Model:
+class Curve:
     """A two-parameter curve V(m; V, s) with a starting guess, whether it saturates, and where it reaches 90 %."""
 
     name: str
@@ -102,10 +103,10 @@ def _logarithmic(m, a, b):
     return a * np.log1p(m / b)
 
 
-MODELS: dict[str, Model] = {
-    "exponential": Model("exponential", "V∞·(1 − exp(−m/τ))", _exponential, True, lambda v, s: s * math.log(10)),
-    "hyperbolic": Model("hyperbolic", "V∞·m/(K + m)", _hyperbolic, True, lambda v, s: 9 * s),
-    "logarithmic": Model("logarithmic", "a·log(1 + m/b) (no plateau)", _logarithmic, False, lambda v, s: math.inf),
+CURVES: dict[str, Curve] = {
+    "exponential": Curve("exponential", "V∞·(1 − exp(−m/τ))", _exponential, True, lambda v, s: s * math.log(10)),
+    "hyperbolic": Curve("hyperbolic", "V∞·m/(K + m)", _hyperbolic, True, lambda v, s: 9 * s),
+    "logarithmic": Curve("logarithmic", "a·log(1 + m/b) (no plateau)", _logarithmic, False, lambda v, s: math.inf),
 }
 
 
@@ -125,8 +126,8 @@ def aic(rss: float, n: int, k: int) -> float:
 
 
 def fit_curve(m, v, model: str) -> Fit:
-    """Least-squares fit of ``MODELS[model]`` to the points (m, v); positive parameters, several starting guesses."""
-    spec = MODELS[model]
+    """Least-squares fit of ``CURVES[model]`` to the points (m, v); positive parameters, several starting guesses."""
+    spec = CURVES[model]
     m, v = np.asarray(m, float), np.asarray(v, float)
     top, mid = float(np.max(v)), float(np.median(m))
     best = None
@@ -144,7 +145,7 @@ def fit_curve(m, v, model: str) -> Fit:
     return Fit(model, (float(best[0][0]), float(best[0][1])), best[1], len(m), aic(best[1], len(m), 2), True)
 
 
-def fit_saturation(curves: pd.DataFrame, models: Iterable[str] = tuple(MODELS), value: str = "volume",
+def fit_saturation(curves: pd.DataFrame, models: Iterable[str] = tuple(CURVES), value: str = "volume",
                    by: Sequence[str] = ("dataset", "class", "class_name")) -> pd.DataFrame:
     """Every model fitted per class to all (m, volume) points of all subset seeds.
 
@@ -159,7 +160,7 @@ def fit_saturation(curves: pd.DataFrame, models: Iterable[str] = tuple(MODELS), 
         v_max = part.loc[part.m == m_max, value].mean()
         for name in models:
             fit = fit_curve(part.m, part[value], name)
-            spec = MODELS[name]
+            spec = CURVES[name]
             v_inf = fit.params[0] if spec.saturating else math.nan
             rows.append({**key, "model": name, "formula": spec.formula, "saturating": spec.saturating,
                          "V_inf": v_inf, "s": fit.params[1], "param_a": fit.params[0],
@@ -176,7 +177,7 @@ def fit_saturation(curves: pd.DataFrame, models: Iterable[str] = tuple(MODELS), 
 def predict(fits: pd.DataFrame, m) -> np.ndarray:
     """The fitted curve of one row of ``fit_saturation`` at m."""
     row = fits if isinstance(fits, pd.Series) else fits.iloc[0]
-    return MODELS[row.model].f(np.asarray(m, float), row.param_a, row.s)
+    return CURVES[row.model].f(np.asarray(m, float), row.param_a, row.s)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -233,8 +234,6 @@ def training_points(grids: dict[str, Sequence[int]], seeds: Sequence[int], model
 
 
 def _feature_volumes_of_run(run_dir: str, threads: int) -> list[dict]:
-    from . import features
-
     torch.set_num_threads(threads)
     feats = features.extract(run_dir, split="test", device="cuda" if torch.cuda.is_available() else "cpu", batch_size=256)
     C = len(feats.classes)
@@ -264,11 +263,11 @@ def feature_volume_curves(runs: pd.DataFrame, jobs: int = 1, threads: int = 1) -
 
 
 def _pearson(x, y) -> float:
-    return math.nan if len(x) < 3 else bias.corr(x, y, "pearson")
+    return math.nan if len(x) < 3 else stats.corr(x, y, "pearson")
 
 
 def _spearman(x, y) -> float:
-    return math.nan if len(x) < 3 else bias.corr(x, y, "spearman")
+    return math.nan if len(x) < 3 else stats.corr(x, y, "spearman")
 
 
 def correlations(frame: pd.DataFrame, predictors: Sequence[str], target: str = "top1",
@@ -346,7 +345,7 @@ def claim_levels(curves: pd.DataFrame, dataset: str, alpha: float = 0.01) -> dic
     m_test = varies[varies].index.max() if varies.any() else c.m.max()
     c = c[c.m == m_test]
     groups = [g.volume.to_numpy() for _, g in c.groupby("class")]
-    p = float(stats.f_oneway(*groups).pvalue) if varies.any() and min(len(g) for g in groups) >= 2 else math.nan
+    p = float(scipy_stats.f_oneway(*groups).pvalue) if varies.any() and min(len(g) for g in groups) >= 2 else math.nan
     level = c.groupby("class").volume.mean()
     within = c.groupby("class").volume.std().mean()
     return {"dataset": dataset, "claim": "(b) classes saturate at different levels",
