@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from semscale import records, sweep
+from semscale import methods, records, sweep
 
 ONE_STAGE = ("CE", "CE+DSB", "CB sampling", "Sqrt sampling", "GLA", "GCA", "MWN", "MWN+DSB")
 TWO_STAGE = ("Post-hoc LA", "Post-hoc LA (τ held-out)", "τ-norm", "cRT", "LWS")
@@ -32,13 +32,13 @@ def main() -> None:
     args = parser.parse_args()
     base = dict(dataset="mnist", imbalance=100, model="cnn", protocol="paper-sec3", epochs=args.epochs,
                 dsb_stage_epochs=1, eval_every=0, progress=False)
-    points = sweep.grid(base, method={m: sweep.METHODS[m] for m in ONE_STAGE + TWO_STAGE})
+    points = sweep.grid(base, method={m: methods.METHODS[m] for m in ONE_STAGE + TWO_STAGE})
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"commit {records.git_commit()}")
     with tempfile.TemporaryDirectory() as root:
-        results = sweep.run(points, root, jobs=1, threads=1)
+        done = sweep.run(points, root, jobs=1, threads=1)
         rows = []
-        for r in results:
+        for r in done:
             epochs = pd.read_csv(r.path / "epochs.csv")
             if r.config.second_stage == "none":
                 seconds = epochs[epochs.epoch >= 2].seconds.mean()

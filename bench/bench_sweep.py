@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from semscale import records, sweep
+from semscale import methods, records, results, sweep
 
 METHODS = ("CE", "CE+DSB", "LDAM-DRW", "Balanced Softmax")
 
@@ -26,7 +26,7 @@ METHODS = ("CE", "CE+DSB", "LDAM-DRW", "Balanced Softmax")
 def points(epochs: int):
     base = dict(dataset="mnist", imbalance=100, model="cnn", protocol="paper-sec3", epochs=epochs,
                 dsb_stage_epochs=1, eval_every=0, progress=False)
-    return sweep.grid(base, method={m: sweep.METHODS[m] for m in METHODS}, seed=[0, 1, 2])
+    return sweep.grid(base, method={m: methods.METHODS[m] for m in METHODS}, seed=[0, 1, 2])
 
 
 def main() -> None:
@@ -45,17 +45,17 @@ def main() -> None:
         threads = max(1, cores // jobs)
         with tempfile.TemporaryDirectory(prefix="bench_sweep_") as root:
             start = time.perf_counter()
-            results = sweep.run(grid, root, jobs=jobs, threads=threads, log=lambda line: None)
+            done = sweep.run(grid, root, jobs=jobs, threads=threads, log=lambda line: None)
             wall = time.perf_counter() - start
-            assert all(r.status == "trained" for r in results), [r.error for r in results if r.error]
-            images = sum(r.record["subset"]["size"] * r.config.epochs for r in results)
-            per_run = sum(r.record["img_per_s"] for r in results) / len(results)
+            assert all(r.status == "trained" for r in done), [r.error for r in done if r.error]
+            images = sum(r.record["subset"]["size"] * r.config.epochs for r in done)
+            per_run = sum(r.record["img_per_s"] for r in done) / len(done)
             start = time.perf_counter()
             again = sweep.run(grid, root, jobs=jobs, log=lambda line: None)
-            sweep.collect(again)
+            results.collect(again)
             cached = time.perf_counter() - start
             assert all(r.status == "cached" for r in again)
-            top1[jobs] = [r.top1 for r in results]
+            top1[jobs] = [r.top1 for r in done]
         print(f"| {jobs} | {threads} | {wall:.1f} | {images / wall:.0f} | {per_run:.0f} | {cached:.2f} |")
     print("same top-1 across jobs settings:", len({tuple(v) for v in top1.values()}) == 1,
           "(expected only with equal threads per run)")

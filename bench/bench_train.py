@@ -18,7 +18,7 @@ What is measured
   checkpoints). Measured when a pipeline runs 200 epochs (``--epochs 200``, ``--ref-epochs 200``); otherwise
   extrapolated as ``measured run + (200 − epochs run) × (steady train + eval + bookkeeping per epoch)`` and
   labelled "extrapolated" (the engine's checkpoint every 10 epochs is only in runs longer than 10 epochs).
-  The engine's per-epoch bookkeeping is timed by wrapping ``semscale.train.train_epoch`` to read the clock
+  The engine's per-epoch bookkeeping is timed by a hook (``build.Hooks.before_epoch``) that reads the clock
   at each epoch start. The reference leaves out LDAM-DRW's per-epoch checkpoint and log files (in its
   favour); its end to end is also given with one final evaluation only.
 * DSB overhead: steady-state seconds per epoch with DSB over without, minus 1. DSB's loss weighting starts
@@ -36,7 +36,6 @@ Not a test.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -48,11 +47,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from semscale import data, records
+from semscale import data, methods, pipeline, records, subsets, sweep
+from semscale.build import Hooks, build_run, learning_rate, memory_format, resolve
+from semscale.train import new_epoch, train_epoch
 from semscale.config import COMPILE_MODES
 from semscale import train as engine
 from semscale.models import build_model
@@ -133,7 +135,7 @@ def run_reference(epochs: int, workers: int, device: torch.device) -> dict:
     try:
         start = now(device)
         train_split, test_split = data.load(DATASET, "train"), data.load(DATASET, "test")
-        subset = data.long_tailed_indices(train_split.labels, IMBALANCE, seed=SUBSET_SEED)
+        subset = subsets.long_tailed_indices(train_split.labels, IMBALANCE, seed=SUBSET_SEED)
         index = torch.from_numpy(subset.indices)
         normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
         train_set = PILImageDataset(train_split.images[index], train_split.labels[index], transforms.Compose([
@@ -152,7 +154,7 @@ def run_reference(epochs: int, workers: int, device: torch.device) -> dict:
         rows = []
         for epoch in range(epochs):
             for group in optimizer.param_groups:
-                group["lr"] = engine.learning_rate(schedule, epoch + 1)
+                group["lr"] = learning_rate(schedule, epoch + 1)
             t0 = now(device)
             train_loss, train_acc = reference_train_epoch(model, train_loader, criterion, optimizer, device)
             t1 = now(device)
@@ -182,31 +184,26 @@ def engine_config(epochs: int, device: torch.device, *, dsb: bool, track_pool: b
                               compile=compile_mode, device=str(device), seed=0, progress=False)
 
 
-@contextlib.contextmanager
-def engine_epoch_starts(device: torch.device):
-    """Clock readings at the start of every engine epoch, by wrapping ``semscale.train.train_epoch`` for the duration.
+class EpochStarts(Hooks):
+    """Clock readings at the start of every engine epoch.
 
     The intervals between epoch starts hold what epochs.csv does not time: the per-epoch bookkeeping after the
     evaluation (pool table, history files, checkpoints), which a 200-epoch extrapolation must include."""
-    starts = []
-    original = engine.train_epoch
 
-    def timed_train_epoch(*args, **kwargs):
-        starts.append(now(device))
-        return original(*args, **kwargs)
+    def __init__(self, device: torch.device):
+        self.device, self.starts = device, []
 
-    engine.train_epoch = timed_train_epoch
-    try:
-        yield starts
-    finally:
-        engine.train_epoch = original
+    def before_epoch(self, run, epoch: int) -> None:
+        self.starts.append(now(self.device))
 
 
 def run_engine(name: str, config: engine.TrainConfig, device: torch.device) -> dict:
     """One run of semscale.train; the wall time is taken around the whole call."""
-    with tempfile.TemporaryDirectory(prefix="bench_train_") as out, engine_epoch_starts(device) as starts:
+    clock = EpochStarts(device)
+    starts = clock.starts
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as out:
         start = now(device)
-        record = engine.train(config, out)
+        record = engine.train(config, out, hooks=[clock])
         wall = now(device) - start
         epochs = pd.read_csv(Path(out) / "epochs.csv")
     rows = epochs[["epoch", "seconds", "eval_seconds", "top1"]].to_dict("records")
@@ -225,6 +222,109 @@ def run_engine(name: str, config: engine.TrainConfig, device: torch.device) -> d
             "train_size": record["subset"]["size"], "setup_seconds": setup, "wall_seconds": wall,
             "epochs_table": rows, "top1": record["final"]["top1"], "dsb_stage_epochs": config.dsb_stage_epochs,
             "eval_batch_size": config.eval_batch_size}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (c) the CPU tier: the engine's step against a minimal loop of the same network, in fp32 and bf16
+
+
+class StepClock(Hooks):
+    """The clock after every step (the engine's own loop, pool tracked, no DSB weighting)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.times = device, []
+
+    def after_step(self, run, ids, class_weights) -> None:
+        self.times.append(now(self.device))
+
+
+def tier_config(model: str, precision: str, device: torch.device, batch_size: int) -> engine.TrainConfig:
+    """The CPU tier's protocol for airbench models (LDAM-DRW's for ResNet-32), pool tracked, DSB off."""
+    protocol = "airbench" if model.startswith("airbench") else "ldam-cifar-lt"
+    return engine.TrainConfig(dataset=DATASET, imbalance=IMBALANCE, subset_seed=SUBSET_SEED, model=model, protocol=protocol,
+                              batch_size=batch_size, epochs=1, precision=precision, device=str(device), progress=False)
+
+
+def engine_steps(config: engine.TrainConfig, device: torch.device, steps: int, warmup: int) -> float:
+    """img/s of the engine's own training loop (train.train_epoch: augmentation on the device, the pool's update, the
+    loss, the optimiser and the lookahead) over ``steps`` steps after ``warmup``."""
+    train_data = pipeline.load_run_data(config, device)
+    config = resolve(config, train_data.train_counts)
+    clock = StepClock(device)
+    run = build_run(config, train_data, device, [clock])
+    state = new_epoch(run, 1)
+    train_epoch(run, state, should_stop=lambda: len(clock.times) >= warmup + steps)
+    times = clock.times[warmup - 1:]
+    return config.batch_size * (len(times) - 1) / (times[-1] - times[0])
+
+
+def minimal_steps(config: engine.TrainConfig, device: torch.device, steps: int, warmup: int) -> float:
+    """img/s of a minimal loop of the same network in the same precision and memory layout: forward, loss, backward,
+    optimiser step on batches prepared beforehand (no augmentation, no pool, no schedule)."""
+    train_data = pipeline.load_run_data(config, device)
+    config = resolve(config, train_data.train_counts)
+    run = build_run(config, train_data, device)
+    model, optimizer = run.model, run.optimizer
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(8):
+        ids = torch.randint(0, len(train_data.train_labels), (config.batch_size,), generator=generator)
+        x = pipeline.to_input(train_data.train_images[ids], train_data.mean, train_data.std, run.memory_format)
+        batches.append((x, train_data.train_labels[ids]))
+    model.train()
+    times = []
+    for i in range(warmup + steps):
+        x, y = batches[i % len(batches)]
+        with run.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(now(device))
+    times = times[warmup - 1:]
+    return config.batch_size * (len(times) - 1) / (times[-1] - times[0])
+
+
+def step_table(models_: list[str], device: torch.device, batch_size: int, steps: int, warmup: int) -> list[dict]:
+    rows = []
+    for model in models_:
+        for precision in ("fp32", "bf16"):
+            config = tier_config(model, precision, device, batch_size)
+            minimal = minimal_steps(config, device, steps, warmup)
+            engine_rate = engine_steps(config, device, steps, warmup)
+            rows.append({"model": model, "precision": precision, "batch_size": batch_size,
+                         "channels_last": memory_format(config, device) == torch.channels_last,
+                         "minimal_img_per_s": minimal, "engine_img_per_s": engine_rate,
+                         "engine_slower_pct": 100.0 * (minimal / engine_rate - 1.0)})
+            print(f"  {model} {precision}: minimal loop {minimal:,.0f} img/s, engine {engine_rate:,.0f} img/s "
+                  f"({rows[-1]['engine_slower_pct']:+.1f} %)", flush=True)
+    return rows
+
+
+def tier_runs(device: torch.device, epochs_balanced: int, epochs_lt: int, lt_methods: list[str], root: Path) -> list[dict]:
+    """Whole training runs of the CPU tier through the sweep (cached in ``root``): airbench94 on balanced
+    cifar10-jpeg75 with airbench's own recipe, and the study's long-tailed protocol (airbench-small, batch 128, no
+    label smoothing) on IF 100; last-epoch top-1 without TTA, and the minutes each run took."""
+    balanced = {"dataset": DATASET, "model": "airbench94", "protocol": "airbench", "epochs": epochs_balanced,
+                "eval_every": 0, "device": str(device)}
+    lt = {"dataset": DATASET, "imbalance": IMBALANCE, "model": "airbench-small", "protocol": "airbench",
+          "batch_size": 128, "label_smoothing": 0.0, "epochs": epochs_lt, "eval_every": 0, "device": str(device)}
+    points = ((sweep.grid(balanced, method={"CE (airbench94 recipe)": {}}) if epochs_balanced else [])
+              + (sweep.grid(lt, method={m: methods.METHODS[m] for m in lt_methods}) if epochs_lt else []))
+    done = sweep.run(points, root, jobs=1)
+    rows = []
+    for r in done:
+        if r.record is None:
+            print(f"  {r.name}: FAILED {r.error}", flush=True)
+            continue
+        rec = r.record
+        rows.append({"method": r.labels["method"], "model": rec["config"]["model"], "variant": rec["dataset_variant"],
+                     "epochs": rec["config"]["epochs"], "batch_size": rec["config"]["batch_size"],
+                     "precision": rec["engine"]["precision"], "top1": rec["final"]["top1"],
+                     "per_class": pd.read_csv(r.path / "per_class.csv").accuracy.round(3).tolist(),
+                     "minutes": rec["wall_seconds"] / 60, "img_per_s": rec["img_per_s"], "status": r.status})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -316,6 +416,16 @@ def parse_args(argv):
                    help="engine runs with torch.compile: auto = eager and compiled on CUDA, eager on CPU; off = eager only; "
                         "only = compiled only (split long GPU sessions)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results JSON; a CSV with the same stem is written beside it (default {DEFAULT_OUT})")
+    p.add_argument("--tier", action="store_true",
+                   help="also the CPU tier: the engine's step against a minimal loop (fp32 and bf16) and whole runs of the "
+                        "airbench models (balanced and long-tailed cifar10-jpeg75), beside ResNet-32 and the reference")
+    p.add_argument("--tier-models", default="resnet32,airbench-small,airbench94", help="models of the step comparison")
+    p.add_argument("--tier-steps", type=int, default=20, help="timed steps of each step comparison (after 3 warm-up steps)")
+    p.add_argument("--tier-batch", type=int, default=256, help="batch size of the step comparison")
+    p.add_argument("--balanced-epochs", type=int, default=10, help="epochs of airbench94 on balanced cifar10-jpeg75 (0: skip)")
+    p.add_argument("--lt-epochs", type=int, default=30, help="epochs of the long-tailed runs (0: skip)")
+    p.add_argument("--lt-methods", default="CE,LDAM-DRW,Balanced Softmax,CDB-CE", help="methods of the long-tailed runs")
+    p.add_argument("--tier-root", default="results/bench/tier_runs", help="run cache of the tier's whole runs (finished runs are read back)")
     args = p.parse_args(argv)
     if not 2 <= args.epochs <= PROTOCOL_EPOCHS:
         p.error(f"--epochs must be in 2..{PROTOCOL_EPOCHS} (one warm-up epoch, then timed ones), got {args.epochs}")
@@ -324,6 +434,8 @@ def parse_args(argv):
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.tier_models = [m.strip() for m in args.tier_models.split(",") if m.strip()]
+    args.lt_methods = [m.strip() for m in args.lt_methods.split(",") if m.strip()]
     unknown = set(args.variants) - set(ENGINE_VARIANTS)
     if unknown or not args.variants:
         p.error(f"--variants takes a comma-separated subset of {', '.join(ENGINE_VARIANTS)}, got {sorted(unknown) or 'nothing'}")
@@ -374,6 +486,13 @@ def main(argv=None) -> None:
             if (mode, "dsb") in engine_runs and (mode, base) in engine_runs:
                 overheads[f"{mode}, vs {base}"] = dsb_overhead(engine_runs[mode, "dsb"], engine_runs[mode, base])
 
+    steps, tier = [], []
+    if args.tier:
+        print(f"CPU tier: engine step against a minimal loop, batch {args.tier_batch}", flush=True)
+        steps = step_table(args.tier_models, device, args.tier_batch, args.tier_steps, 3)
+        print("CPU tier: whole runs", flush=True)
+        tier = tier_runs(device, args.balanced_epochs, args.lt_epochs, args.lt_methods, Path(args.tier_root))
+
     lines = [
         f"device: {records.device_name(device)}; torch {torch.__version__}"
         + (f" (CUDA {torch.version.cuda}); host {os.cpu_count()} cores" if device.type == "cuda" else ""),
@@ -405,6 +524,17 @@ def main(argv=None) -> None:
             f"DSB overhead ≤ {TARGETS['dsb_overhead_pct']:.0f} %): fastest engine run without DSB ({best['name']}) {ratio}, "
             f"{fmt_seconds(best['timings']['end_to_end_200_s'])} for 200 epochs; {worst}"
             + ("" if device.type == "cuda" else " — measured on CPU, not a check of the H100 targets"))
+    if steps:
+        lines += ["", f"CPU tier, one training step at batch {args.tier_batch} (img/s; the engine's step: augmentation on the "
+                  "device, the pool's update, the loss, the optimiser, the lookahead; DSB's weighting off):", "",
+                  "| model | precision | channels_last | minimal loop | engine | engine slower by |", "|---|---|---|---|---|---|"]
+        lines += [f"| {s['model']} | {s['precision']} | {s['channels_last']} | {s['minimal_img_per_s']:,.0f} | "
+                  f"{s['engine_img_per_s']:,.0f} | {s['engine_slower_pct']:+.1f} % |" for s in steps]
+    if tier:
+        lines += ["", "CPU tier, whole runs (last-epoch top-1, no TTA):", "",
+                  "| run | model | data | epochs | batch | precision | top-1 | minutes | img/s |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {t['method']} | {t['model']} | {t['variant']} | {t['epochs']} | {t['batch_size']} | {t['precision']} | "
+                  f"{100 * t['top1']:.2f} % | {t['minutes']:.1f} | {t['img_per_s']:,.0f} |" for t in tier]
     print("\n" + "\n".join(lines))
 
     table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("epochs_table", "timings")} | r["timings"] for r in runs])
@@ -427,6 +557,8 @@ def main(argv=None) -> None:
         },
         "runs": runs,
         "dsb_overhead_pct": overheads,
+        "tier_steps": steps,
+        "tier_runs": tier,
         "targets_h100": TARGETS,
         "report": lines,
         **records.provenance(device),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from semscale import records, sweep
+from semscale import methods, records, results, sweep
 
 METHODS = ("CE", "CB sampling", "Sqrt sampling", "Post-hoc LA", "Post-hoc LA (τ held-out)", "cRT", "τ-norm", "LWS",
            "GLA", "GCA", "MWN")
@@ -29,13 +29,13 @@ def main() -> None:
     base = dict(dataset="mnist", imbalance=100, model="cnn", protocol="paper-sec3", epochs=args.epochs,
                 dsb_stage_epochs=2, eval_every=0, progress=False, device="cpu")
     names = [m for name in METHODS for m in (name, f"{name}+DSB")]
-    points = sweep.grid(base, method={m: sweep.METHODS[m] for m in names}, seed=[0, 1, 2])
+    points = sweep.grid(base, method={m: methods.METHODS[m] for m in names}, seed=[0, 1, 2])
     if args.collect_only:  # what is finished, without training (n < 3 where runs are missing)
-        results = [r for r in (sweep._prepare(p, Path(args.root)) for p in points) if r.status == "cached"]
+        done = sweep.cached(points, args.root)
     else:
-        results = sweep.run(points, args.root, jobs=2, threads=1)
-    runs = sweep.collect(results).runs
-    table = sweep.summarize(runs, by=["method"], metrics=["top1", "balanced", "many", "medium", "few"])
+        done = sweep.run(points, args.root, jobs=2, threads=1)
+    runs = results.collect(done).runs
+    table = results.summarize(runs, by=["method"], metrics=["top1", "balanced", "many", "medium", "few"])
     per_seed = runs.pivot_table(index="method", columns="seed", values="top1")
     per_seed.columns = [f"top1_seed{s}" for s in per_seed.columns]
     table = table.merge(per_seed.reset_index(), on="method")

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
-
 from semscale import metrics
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 
 def _random_predictions(n=500, num_classes=7, seed=0):
@@ -25,7 +24,7 @@ def test_class_counts_match_a_direct_count():
 def test_top1_and_balanced_accuracy_match_sklearn():
     preds, targets = _random_predictions()
     train_counts = [500, 300, 150, 90, 40, 15, 5]
-    result = metrics.summarize(*metrics.class_counts(preds, targets, 7), train_counts)
+    result = metrics.accuracy_summary(*metrics.class_counts(preds, targets, 7), train_counts)
     assert result["top1"] == pytest.approx(accuracy_score(targets, preds), abs=1e-12)
     assert result["balanced"] == pytest.approx(balanced_accuracy_score(targets, preds), abs=1e-12)
     per_class = [(preds[targets == c] == c).float().mean().item() for c in range(7)]
@@ -36,7 +35,7 @@ def test_class_without_test_samples_is_nan_and_ignored_like_sklearn():
     preds, targets = _random_predictions(num_classes=5)
     accuracy = metrics.per_class_accuracy(*metrics.class_counts(preds, targets, 6))
     assert np.isnan(accuracy[5]) and not np.isnan(accuracy[:5]).any()
-    result = metrics.summarize(*metrics.class_counts(preds, targets, 6), [50] * 6)
+    result = metrics.accuracy_summary(*metrics.class_counts(preds, targets, 6), [50] * 6)
     assert result["balanced"] == pytest.approx(balanced_accuracy_score(targets, preds), abs=1e-12)
 
 
@@ -60,4 +59,4 @@ def test_empty_group_is_nan():
 
 def test_no_test_samples_is_an_error():
     with pytest.raises(ValueError, match="no test samples"):
-        metrics.summarize([0, 0], [0, 0], [10, 10])
+        metrics.accuracy_summary([0, 0], [0, 0], [10, 10])

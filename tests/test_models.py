@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-
-from semscale.models import MODELS, NormedLinear, ResNet32, build_model, resnet32_param_count
+from semscale.models import (
+    MODELS,
+    NormedLinear,
+    ResNet32,
+    build_model,
+    resnet32_param_count,
+)
 
 FEATURE_DIM = {"resnet32": 64, "resnet18": 512, "resnet34": 512, "resnet50": 2048, "vgg16": 512, "vgg19": 512, "cnn": 128}
 
@@ -216,7 +221,7 @@ def test_unknown_name_lists_valid_names():
         build_model("resnet101", 10)
     with pytest.raises(ValueError):
         build_model("cnn", 0)
-    assert MODELS == ("resnet32", "resnet18", "resnet34", "resnet50", "vgg16", "vgg19", "cnn")
+    assert MODELS == ("resnet32", "resnet18", "resnet34", "resnet50", "vgg16", "vgg19", "cnn", "airbench94", "airbench-small")
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet32"])

@@ -1,10 +1,13 @@
+"""semscale.pool: DSB's stages, the pooled features, the pool's updates and scales, and the pool inside the trainer."""
+
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
-from semscale import losses, pipeline, scale
+from conftest import tiny_config
+from semscale import build, pipeline, scale
 from semscale import train as engine
+from semscale.build import Hooks
 from semscale.pool import FeaturePool, pooled, stage
 
 
@@ -69,28 +72,24 @@ def test_state_dict_round_trip():
 
 
 def _config(**kw):
-    base = dict(dataset="digits", imbalance=10, model="cnn", epochs=3, batch_size=128, lr=0.05, progress=False)
-    return engine.TrainConfig(**{**base, **kw})
+    """The tiny config over three epochs in batches of 128."""
+    return tiny_config(**{"epochs": 3, "batch_size": 128, **kw})
 
 
-def _record_class_weights(monkeypatch):
-    calls = []
-    real = losses.build_loss
+class ClassWeights(Hooks):
+    """The DSB weights each iteration's loss used (None where it was not weighted)."""
 
-    def build_loss(*args, **kwargs):
-        loss = real(*args, **kwargs)
-        loss.register_forward_pre_hook(
-            lambda m, a, kw: calls.append(None if kw.get("class_weights") is None else kw["class_weights"].clone()),
-            with_kwargs=True)
-        return loss
+    def __init__(self):
+        self.calls = []
 
-    monkeypatch.setattr(losses, "build_loss", build_loss)
-    return calls
+    def after_step(self, run, ids, class_weights):
+        self.calls.append(None if class_weights is None else class_weights.clone())
 
 
-def test_weighting_starts_after_the_stage_epochs_and_is_recomputed_every_iteration(tmp_path, monkeypatch):
-    calls = _record_class_weights(monkeypatch)
-    engine.train(_config(dsb=True, dsb_stage_epochs=2), tmp_path)
+def test_weighting_starts_after_the_stage_epochs_and_is_recomputed_every_iteration(tmp_path):
+    seen = ClassWeights()
+    engine.train(_config(dsb=True, dsb_stage_epochs=2), tmp_path, hooks=[seen])
+    calls = seen.calls
     per_epoch = 5  # ceil(539 / 128)
     assert len(calls) == 3 * per_epoch
     assert all(w is None for w in calls[:2 * per_epoch])  # epochs 1..n: plain loss
@@ -103,9 +102,10 @@ def test_weighting_starts_after_the_stage_epochs_and_is_recomputed_every_iterati
     torch.testing.assert_close(weighted[-1], torch.tensor(final.weight.to_numpy()), rtol=1e-12, atol=0)
 
 
-def test_without_dsb_the_loss_is_never_weighted_but_the_pool_is_logged(tmp_path, monkeypatch):
-    calls = _record_class_weights(monkeypatch)
-    engine.train(_config(epochs=2), tmp_path)
+def test_without_dsb_the_loss_is_never_weighted_but_the_pool_is_logged(tmp_path):
+    seen = ClassWeights()
+    engine.train(_config(epochs=2), tmp_path, hooks=[seen])
+    calls = seen.calls
     assert len(calls) == 10 and all(w is None for w in calls)
     history = pd.read_csv(tmp_path / "pool_history.csv")
     assert sorted(history.epoch.unique()) == [1, 2] and history.S.notna().all()
@@ -116,7 +116,7 @@ def test_pool_holds_each_samples_pooled_feature_after_an_epoch():
     config = _config(lr=0.0, batch_size=100)
     device = torch.device("cpu")
     data = pipeline.load_data(config, device)
-    run = engine.build_run(engine.resolve(config, data.train_counts), data, device)
+    run = build.build_run(build.resolve(config, data.train_counts), data, device)
     state = engine.new_epoch(run, 1)
     engine.train_epoch(run, state)
     assert run.pool.is_full()

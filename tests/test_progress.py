@@ -4,7 +4,6 @@ import io
 import sys
 
 import pytest
-
 from semscale import data
 from semscale.progress import show_progress
 

@@ -4,7 +4,6 @@ import os
 import pandas as pd
 import pytest
 import torch
-
 from semscale import records
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from semscale.scale import (
     PIXEL_SCALES,
     class_centers,
@@ -20,7 +18,6 @@ from semscale.scale import (
     sample_volume,
     volume,
 )
-
 
 # ---------------------------------------------------------------------------------------------
 # reference

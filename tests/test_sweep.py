@@ -1,39 +1,28 @@
-"""Sweeps: grids, one folder per config, the cache, resume, failure isolation, parallel and Slurm execution, tables."""
+"""semscale.sweep: grids, one folder per config, the cache, resume, failure isolation, parallel and Slurm execution,
+and every method of the catalogue through the sweep."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from semscale import features, records, sweep
-from semscale.train import ConfigError, TrainConfig
-
-BASE = dict(dataset="digits", imbalance=10, model="cnn", epochs=2, batch_size=64, lr=0.05, progress=False)
-
-
-def _state(path):
-    return torch.load(Path(path) / "model.pt", weights_only=True)
-
-
-def _same_weights(a, b):
-    sa, sb = _state(a), _state(b)
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
+from conftest import TINY, same_weights
+from semscale import cache, records, results, sweep
+from semscale.config import ConfigError, TrainConfig
+from semscale.methods import METHODS
+from semscale.train import TrainingInterrupted
 
 # --- grid and names -----------------------------------------------------------------------------------------------
 
 
 def test_grid_is_the_cartesian_product_with_labels():
-    methods = {k: sweep.METHODS[k] for k in ("CE", "LDAM-DRW+DSB")}
-    points = sweep.grid(BASE, method=methods, imbalance=[10, 5], seed=[0, 1])
+    methods = {k: METHODS[k] for k in ("CE", "LDAM-DRW+DSB")}
+    points = sweep.grid(TINY, method=methods, imbalance=[10, 5], seed=[0, 1])
     assert len(points) == 8
     assert [p.labels for p in points[:3]] == [{"method": "CE", "imbalance": 10, "seed": 0},
                                              {"method": "CE", "imbalance": 10, "seed": 1},
@@ -42,70 +31,45 @@ def test_grid_is_the_cartesian_product_with_labels():
     assert (last.loss, last.reweight, last.dsb, last.imbalance, last.seed) == ("ldam", "drw", True, 5.0, 1)
     assert points[0].config().epochs == 2  # the base holds
     with pytest.raises(ConfigError, match="unknown config field.*'epoch'"):
-        sweep.grid({**BASE, "epoch": 3})
+        sweep.grid({**TINY, "epoch": 3})
     with pytest.raises(ConfigError, match="axis 'lr_rate' is not a config field"):
-        sweep.grid(BASE, lr_rate=[0.1])
-
-
-def test_methods_name_what_they_are():
-    assert len(sweep.METHODS) == 2 * (len(sweep.BASE_METHODS) + len(sweep.OTHER_METHODS)) == 18 + 20
-    assert sweep.METHODS["LDAM-DRW+DSB"] == {"loss": "ldam", "reweight": "drw", "dsb": True}
-    assert sweep.METHODS["CB-Focal"]["reduction"] == "mean" and sweep.METHODS["CDB-CE"]["reduction"] == "mean"
-    assert "reduction" not in sweep.METHODS["CE-DRW"]  # LDAM-DRW's weighted mean, the default
-    for name, fields in sweep.METHODS.items():
-        TrainConfig(dataset="digits", **fields)  # every recipe is a valid config
-
-
-def test_the_same_config_lands_in_the_same_folder():
-    config = TrainConfig(**BASE)
-    from_dict = sweep.grid(BASE, seed=[0])[0].config()
-    from_config = sweep.grid(config, seed=[0])[0].config()
-    assert sweep.run_name(config) == sweep.run_name(from_dict) == sweep.run_name(from_config)
-    # how a run executes does not change what it computes
-    assert sweep.run_name(TrainConfig(**{**BASE, "progress": True, "device": "cpu", "eval_batch_size": 7})) == sweep.run_name(config)
-    name = sweep.run_name(config)
-    assert name.startswith("digits_lt10_cnn_ce_s0-") and len(name.split("-")[-1]) == 10
-    assert sweep.run_name(TrainConfig(**{**BASE, "lr": 0.04})) != name
-    # a base TrainConfig's preset values are re-resolved when an axis changes the protocol
-    sec3 = sweep.grid(TrainConfig(dataset="digits"), protocol=["paper-sec3"])[0].config()
-    assert (sec3.optimizer, sec3.batch_size) == ("adam", 64)
+        sweep.grid(TINY, lr_rate=[0.1])
 
 
 # --- run: cache, resume, failures ---------------------------------------------------------------------------------
 
 
-def test_a_cached_run_is_read_back_not_retrained(tmp_path, monkeypatch):
-    points = sweep.grid(BASE, seed=[0, 1])
+def test_a_cached_run_is_read_back_not_retrained(tmp_path):
+    points = sweep.grid(TINY, seed=[0, 1])
     first = sweep.run(points, tmp_path, log=lambda line: None)
     assert [r.status for r in first] == ["trained", "trained"]
-    mtimes = [(r.path / "run.json").stat().st_mtime_ns for r in first]
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a cached run was trained again")
+    def files(result):  # every file of the run's folder with its modification time
+        return {p.name: p.stat().st_mtime_ns for p in result.path.iterdir()}
 
-    monkeypatch.setattr("semscale.train.train", no_training)
+    before = [files(r) for r in first]
     lines = []
     again = sweep.run(points, tmp_path, log=lines.append)
     assert [r.status for r in again] == ["cached", "cached"]
     assert [r.top1 for r in again] == [r.top1 for r in first]
-    assert [(r.path / "run.json").stat().st_mtime_ns for r in again] == mtimes
+    assert [files(r) for r in again] == before  # nothing written, nothing trained: not a file touched
     assert lines[0].startswith(first[0].name) and "cached" in lines[0] and "2 cached" in lines[-1]
 
 
 def test_a_failing_config_is_isolated(tmp_path):
-    points = [*sweep.grid(BASE, seed=[0]),
-              {**BASE, "loss": "hinge"},  # invalid
-              {**BASE, "imbalance": 100, "dsb": True, "dsb_stage_epochs": 1}]  # fails in training: a 1-image class
-    results = sweep.run(points, tmp_path, log=lambda line: None)
-    assert [r.status for r in results] == ["trained", "failed", "failed"]
-    assert "unknown loss 'hinge'" in results[1].error
-    assert "DSB needs at least 2 training images" in results[2].error
-    failure = json.loads((results[2].path / "failed.json").read_text())
+    points = [*sweep.grid(TINY, seed=[0]),
+              {**TINY, "loss": "hinge"},  # invalid
+              {**TINY, "imbalance": 100, "dsb": True, "dsb_stage_epochs": 1}]  # fails in training: a 1-image class
+    done = sweep.run(points, tmp_path, log=lambda line: None)
+    assert [r.status for r in done] == ["trained", "failed", "failed"]
+    assert "unknown loss 'hinge'" in done[1].error
+    assert "DSB needs at least 2 training images" in done[2].error
+    failure = json.loads((done[2].path / "failed.json").read_text())
     assert "DSB needs" in failure["error"] and failure["config"]["imbalance"] == 100
-    assert (results[0].path / "run.json").exists() and not (results[0].path / "failed.json").exists()
+    assert (done[0].path / "run.json").exists() and not (done[0].path / "failed.json").exists()
 
 
-RESUMABLE = {**BASE, "epochs": 6, "batch_size": 16, "checkpoint_every": 0}
+RESUMABLE = {**TINY, "epochs": 6, "batch_size": 16, "checkpoint_every": 0}
 
 
 def test_a_run_killed_mid_epoch_resumes(tmp_path):
@@ -113,7 +77,7 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     script = (f"from semscale import sweep\n"
               f"sweep.run([{RESUMABLE!r}], {str(root)!r}, threads=1)\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    name = sweep.run_name(TrainConfig(**RESUMABLE))
+    name = cache.run_name(TrainConfig(**RESUMABLE))
     epochs_csv = root / name / "epochs.csv"
     deadline = time.time() + 120
     while not (epochs_csv.exists() and len(pd.read_csv(epochs_csv)) >= 2) and process.poll() is None and time.time() < deadline:
@@ -128,22 +92,22 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     (straight,) = sweep.run([RESUMABLE], tmp_path / "straight", threads=1, log=lambda line: None)
     assert (resumed.status, straight.status) == ("resumed", "trained")
     assert resumed.record["final"] == straight.record["final"]
-    assert _same_weights(resumed.path, straight.path)
+    assert same_weights(resumed.path, straight.path)
 
 
 def test_two_jobs_give_the_results_of_one(tmp_path):
-    points = sweep.grid(BASE, loss=["ce", "focal"], seed=[0, 1])
+    points = sweep.grid(TINY, loss=["ce", "focal"], seed=[0, 1])
     one = sweep.run(points, tmp_path / "one", jobs=1, threads=1, log=lambda line: None)
     two = sweep.run(points, tmp_path / "two", jobs=2, threads=1, log=lambda line: None)
     assert [r.name for r in one] == [r.name for r in two]  # results in the order of the points
     assert all(r.status == "trained" for r in one + two)
     for a, b in zip(one, two):
         assert a.record["final"] == b.record["final"] and b.record["threads"] == 1
-        assert _same_weights(a.path, b.path)
+        assert same_weights(a.path, b.path)
 
 
 def test_slurm_path_through_submitits_local_executor(tmp_path):
-    points = sweep.grid(BASE, seed=[0, 1])
+    points = sweep.grid(TINY, seed=[0, 1])
     here = sweep.run(points, tmp_path / "here", threads=1, log=lambda line: None)
     slurm = sweep.run(points, tmp_path / "slurm", executor="slurm", threads=1, log=lambda line: None,
                       slurm=sweep.Slurm(cluster="local", runs_per_job=2, timeout_min=5))
@@ -154,7 +118,7 @@ def test_slurm_path_through_submitits_local_executor(tmp_path):
 
 
 def test_slurm_without_waiting_returns_submitted_runs_that_collect_reads_later(tmp_path):
-    points = sweep.grid(BASE, seed=[0])
+    points = sweep.grid(TINY, seed=[0])
     (submitted,) = sweep.run(points, tmp_path, executor="slurm", threads=1, log=lambda line: None,
                              slurm=sweep.Slurm(cluster="local", wait=False, timeout_min=5))
     assert submitted.status == "submitted" and submitted.record is None
@@ -162,12 +126,12 @@ def test_slurm_without_waiting_returns_submitted_runs_that_collect_reads_later(t
     deadline = time.time() + 120
     while not (submitted.path / "run.json").exists() and time.time() < deadline:
         time.sleep(0.2)
-    (row,) = sweep.collect(tmp_path).runs.itertuples()
+    (row,) = results.collect(tmp_path).runs.itertuples()
     assert row.run == submitted.name and 0 <= row.top1 <= 1
 
 
 def test_stale_runs_are_reported_or_retrained(tmp_path, monkeypatch):
-    points = sweep.grid(BASE, seed=[0])
+    points = sweep.grid(TINY, seed=[0])
     (first,) = sweep.run(points, tmp_path, log=lambda line: None)
     monkeypatch.setattr(records, "source_sha256", lambda: "0" * 64)
     with pytest.warns(UserWarning, match="made by other semscale code"):
@@ -179,57 +143,33 @@ def test_stale_runs_are_reported_or_retrained(tmp_path, monkeypatch):
     assert json.loads((aside / "run.json").read_text())["final"] == first.record["final"]  # nothing lost
 
 
-# --- tables -------------------------------------------------------------------------------------------------------
-
-
-def test_collect_and_summarize_a_2x2x2_grid(tmp_path):
-    methods = {k: sweep.METHODS[k] for k in ("CE", "CE+DSB")}
-    points = sweep.grid({**BASE, "dsb_stage_epochs": 1}, method=methods, imbalance=[10, 5], seed=[0, 1])
-    results = sweep.run(points, tmp_path, log=lambda line: None)
-    tables = sweep.collect(results)
-    assert len(tables.runs) == 8 and len(tables.per_class) == 80
-    assert len(tables.epochs) == 16 and len(tables.pool) == 8 * 2 * 10
-    assert {"run", "method", "imbalance", "seed", "top1", "dataset_variant", "subset_sha256", "git_commit",
-            "source_sha256", "device"} <= set(tables.runs.columns)
-    assert {"method", "imbalance", "seed", "accuracy", "train_count", "S"} <= set(tables.per_class.columns)
-    summary = sweep.summarize(tables.runs, by=["method", "imbalance"], metrics=["top1"])
-    assert len(summary) == 4 and summary.n.tolist() == [2] * 4
-    row = summary[(summary.method == "CE+DSB") & (summary.imbalance == 5)].iloc[0]
-    values = tables.runs[(tables.runs.method == "CE+DSB") & (tables.runs.imbalance == 5)].top1.to_numpy()
-    assert row.top1_mean == pytest.approx(values.mean()) and row.top1_std == pytest.approx(values.std(ddof=1))
-    from_root = sweep.collect(tmp_path)  # a root folder: the same runs, without labels
-    assert sorted(from_root.runs.top1) == sorted(tables.runs.top1)
-    with pytest.raises(KeyError, match="cannot group by"):
-        sweep.summarize(tables.runs, by=["nope"])
-
-
-def test_features_of_a_finished_run_reproduce_its_predictions(tmp_path):
-    (result,) = sweep.run(sweep.grid(BASE, seed=[0]), tmp_path, log=lambda line: None)
-    test = features.extract(result.path, split="test")
-    assert test.features.shape == (450, 128) and test.pooled.shape == (450, 64)
-    train = features.extract(result.path, split="train")
-    assert len(train.labels) == result.record["subset"]["size"]
-    from semscale.train import build_model
-    config = TrainConfig(**{**result.record["config"], "device": "cpu"})
-    model = build_model(config, 10, 1, torch.device("cpu"))
-    model.load_state_dict(torch.load(result.path / "model.pt", weights_only=True))
-    predictions = model.classifier(test.features).argmax(1)
-    per_class = pd.read_csv(result.path / "per_class.csv")
-    accuracy = [float((predictions[test.labels == c] == c).float().mean()) for c in range(10)]
-    np.testing.assert_allclose(accuracy, per_class.accuracy, atol=1e-12)
-    scales = features.class_scales(test.pooled, test.labels, 10)
-    assert scales.S_prime.max() == pytest.approx(1.0) and (scales.volume > 0).all()
-    with pytest.raises(FileNotFoundError, match="no finished run"):
-        features.extract(tmp_path / "nothing")
-
-
 def test_a_run_interrupted_in_a_worker_stops_the_sweep_and_resumes_later(tmp_path):
-    points = [{**BASE, "epochs": 3, "stop_after_epoch": 1}, *sweep.grid(BASE, seed=[1, 2, 3, 4, 5])]
+    points = [{**TINY, "epochs": 3, "stop_after_epoch": 1}, *sweep.grid(TINY, seed=[1, 2, 3, 4, 5])]
     lines = []
-    with pytest.raises(sweep.TrainingInterrupted, match="sweep interrupted: 1 run"):
+    with pytest.raises(TrainingInterrupted, match="sweep interrupted: 1 run"):
         sweep.run(points, tmp_path, jobs=2, threads=1, log=lines.append)
-    first = tmp_path / sweep.run_name(TrainConfig(**points[0]))
+    first = tmp_path / cache.run_name(TrainConfig(**points[0]))
     assert (first / "checkpoint.pt").exists() and not (first / "run.json").exists()
     assert any(line.startswith(first.name) and "interrupted" in line for line in lines)  # runs not started are cancelled
-    resumed = sweep.run([{**BASE, "epochs": 3}, *points[1:]], tmp_path, jobs=2, threads=1, log=lambda line: None)
+    resumed = sweep.run([{**TINY, "epochs": 3}, *points[1:]], tmp_path, jobs=2, threads=1, log=lambda line: None)
     assert resumed[0].status == "resumed" and all(r.record for r in resumed)
+
+
+# --- every method, on every device this machine has ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the GPU host runs this"))])
+def test_every_method_trains_through_the_sweep_on_the_device(tmp_path, device):
+    """All of METHODS (± DSB, with DSB weighting in epoch 2) through one engine on ``device``."""
+    base = {**TINY, "dsb_stage_epochs": 1, "device": device}
+    lines = []
+    done = sweep.run(sweep.grid(base, method=METHODS), tmp_path, threads=1, log=lines.append)
+    assert [r.status for r in done] == ["trained"] * len(METHODS), lines
+    runs = results.collect(done).runs.set_index("method")
+    assert runs.device.str.startswith("cpu").all() == (device == "cpu")  # a CUDA record names the card
+    assert np.isfinite(runs.train_loss.astype(float)).all() and runs.top1.between(0, 1).all()
+    one_stage = runs[runs.second_stage == "none"]
+    # DSB weighted in epoch 2, so each +DSB run differs from its base (same seed, same batches until then)
+    for name in [n for n in one_stage.index if not n.endswith("+DSB")]:
+        assert one_stage.loc[name, "train_loss"] != one_stage.loc[name + "+DSB", "train_loss"], name

@@ -2,10 +2,16 @@
 the learning-rate schedules, and the hooks that observe a run.
 
 * Learning rate: a function of the epoch, set once at the start of each epoch (per-epoch granularity, exactly
-  LDAM's ``adjust_learning_rate`` at 200 epochs; no scheduler state to save).
+  LDAM's ``adjust_learning_rate`` at 200 epochs; no scheduler state to save), or, for the ``airbench`` schedule, of
+  the step (set before every step). Each parameter group carries an ``lr_scale``: the schedule's learning rate
+  times it is the group's (:func:`optimizer_groups`: airbench's decoupled parametrisation and its 64× rate for the
+  batch norms' biases; 1 for a single group otherwise).
 * The network is initialised from ``config.seed`` (:func:`build_network`), so every run of one seed starts from
   the same weights, whatever else it does.
-* On CUDA: bf16 autocast and channels_last (``bf16``, ``channels_last``), optional ``torch.compile``.
+* Precision: the resolved ``precision`` (``config.resolved_precision``): bf16 autocast (the classifier and the loss
+  stay float32) or fp32; channels_last on CUDA and on the CPU in bf16 (``channels_last``); optional ``torch.compile``.
+* Lookahead (airbench): an EMA of the weights and float buffers that the weights move to every 5 steps (:class:`Lookahead`).
+* The airbench models' whitening layer is initialised from a seeded sample of the training subset (:func:`build_run`).
 * :class:`Hooks`: observers of a run in the manner of Dassl's trainer hooks (``before_epoch``, ``after_epoch``):
   subclass and override what you need, pass them to ``train.train(..., hooks=[...])``. They watch; a run with
   hooks computes exactly what it computes without them.
@@ -22,7 +28,7 @@ import numpy as np
 import torch
 
 from . import losses, models, pipeline
-from .config import ConfigError, TrainConfig, loss_params
+from .config import ConfigError, TrainConfig, loss_params, resolved_precision
 from .metaweight import MetaWeight
 from .pipeline import TrainData
 from .pool import FeaturePool
@@ -41,13 +47,31 @@ def ldam_milestones(epochs: int) -> tuple[int, int, int]:
     return _round_half_up(5 * epochs / 200), _round_half_up(160 * epochs / 200), _round_half_up(180 * epochs / 200)
 
 
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """The learning rate of 1-based ``epoch`` (constant within the epoch).
+PER_STEP_SCHEDULES = ("airbench",)
+
+
+def airbench_factor(step: int, total_steps: int) -> float:
+    """airbench94's learning-rate factor at 0-based ``step`` (legacy/airbench94.py lines 381-389): linear from 0.2 to
+    1 over the first 23 % of the steps, then linear down to 0.07 at the last."""
+    warmup = int(total_steps * 0.23)
+    if step < warmup:
+        frac = step / warmup
+        return 0.2 * (1 - frac) + 1.0 * frac
+    frac = (step - warmup) / (total_steps - warmup)
+    return 1.0 * (1 - frac) + 0.07 * frac
+
+
+def learning_rate(config: TrainConfig, epoch: int, step: int | None = None, total_steps: int | None = None) -> float:
+    """The learning rate of 1-based ``epoch`` (constant within the epoch), or of 0-based ``step`` of
+    ``total_steps`` for a per-step schedule (airbench).
 
     ldam: lr·e/w for e <= w (linear warm-up), lr·1e-4 after the second and lr·1e-2 after the first milestone
-    (LDAM-DRW's adjust_learning_rate); exponential: lr·decay^(e−1); cosine: lr·½(1 + cos(π(e−1)/E)).
+    (LDAM-DRW's adjust_learning_rate); exponential: lr·decay^(e−1); cosine: lr·½(1 + cos(π(e−1)/E));
+    airbench: lr·:func:`airbench_factor`.
     """
     lr, e = config.lr, epoch
+    if config.schedule == "airbench":
+        return lr * airbench_factor(step, total_steps)
     if config.schedule == "ldam":
         warmup, first, second = ldam_milestones(config.epochs)
         if e <= warmup:
@@ -101,17 +125,27 @@ class Run:
     optimizer: torch.optim.Optimizer
     loss: losses.ClassWeightedLoss
     pool: FeaturePool | None
-    bf16: bool
+    precision: str  # resolved: "bf16" or "fp32"
     memory_format: torch.memory_format
     mwn: MetaWeight | None = None  # with config.mwn
     hooks: list[Hooks] = field(default_factory=list)
+    lookahead: Lookahead | None = None  # with config.lookahead
 
     @property
     def num_batches(self) -> int:
         return pipeline.num_batches(len(self.data.train_labels), self.config.batch_size)
 
+    @property
+    def total_steps(self) -> int:
+        return self.num_batches * self.config.epochs
+
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Every parameter group's learning rate: ``lr`` times its ``lr_scale``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
 
     def store_features(self, ids: torch.Tensor, features: torch.Tensor) -> None:
         """Write a batch's features into the pool (after showing them to the hooks); no-op without a pool."""
@@ -151,7 +185,9 @@ def resolve(config: TrainConfig, train_counts: np.ndarray) -> TrainConfig:
 
 
 def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
-    return torch.channels_last if device.type == "cuda" and config.channels_last else torch.contiguous_format
+    """channels_last on CUDA and, in bf16, on the CPU (where oneDNN's bf16 convolutions want it); else contiguous."""
+    fast = device.type == "cuda" or resolved_precision(config) == "bf16"
+    return torch.channels_last if config.channels_last and fast else torch.contiguous_format
 
 
 def build_network(config: TrainConfig, num_classes: int, in_channels: int, device: torch.device) -> models.FeatureModel:
@@ -161,21 +197,93 @@ def build_network(config: TrainConfig, num_classes: int, in_channels: int, devic
     return model.to(device=device, memory_format=memory_format(config, device))
 
 
+def optimizer_groups(config: TrainConfig, model: torch.nn.Module) -> list[dict]:
+    """The parameter groups of SGD or Adam, each with its ``lr_scale`` and weight decay.
+
+    Classic (``decoupled_lr`` false, ``bias_lr_scale`` 1): one group of every parameter, ``lr_scale`` 1, weight decay
+    ``weight_decay`` (exactly the earlier engine's optimiser). Otherwise the trainable parameters in two groups,
+    the batch norms' biases and the rest (airbench94.py lines 359-379). With ``decoupled_lr``, ``lr`` and
+    ``weight_decay`` are per 1024 examples and decoupled from the momentum μ: the loss here is a mean over the batch
+    B (each method keeps its own reduction), so the optimiser's rate is lr·B/(1024·(1 + 1/(1 − μ))) — airbench's
+    per-example step on its summed loss — and every group decays by the same weight_decay·B/(1024·(1 + 1/(1 − μ)))
+    per step at full rate, whatever its ``lr_scale`` (the biases' 64× rate leaves their decay alone, as there).
+    """
+    if not config.decoupled_lr and config.bias_lr_scale == 1.0:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0, "weight_decay": config.weight_decay}]
+    norm_biases = {id(m.bias) for m in model.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    biases = [p for p in trainable if id(p) in norm_biases]
+    others = [p for p in trainable if id(p) not in norm_biases]
+    scale = config.batch_size / (1024 * (1 + 1 / (1 - config.momentum))) if config.decoupled_lr else 1.0
+    groups = []
+    for params, factor in ((biases, config.bias_lr_scale), (others, 1.0)):
+        if params:
+            decay = config.weight_decay / (config.lr * factor) if config.decoupled_lr else config.weight_decay
+            groups.append({"params": params, "lr_scale": scale * factor, "weight_decay": decay})
+    return groups
+
+
+class Lookahead:
+    """airbench's lookahead (airbench94.py lines 263-271, 392, 430-435): every ``EVERY`` steps an EMA of the model's
+    float state (weights and batch-norm statistics) takes a step towards it with decay 0.95⁵·(t/T)³ and the model
+    jumps to the EMA; after the last step the model becomes the EMA."""
+
+    EVERY = 5
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+
+    def step(self, step: int, total_steps: int) -> None:
+        """After 1-based ``step`` of ``total_steps``: the lookahead update when it is due, the final copy at the end."""
+        if step % self.EVERY == 0:
+            self.update(0.95**5 * (step / total_steps) ** 3)
+        if step >= total_steps:
+            self.update(1.0)
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        state = self.model.state_dict()
+        for name, ema in self.ema.items():
+            ema.lerp_(state[name], 1 - decay)
+            state[name].copy_(ema)
+
+    def state_dict(self) -> dict:
+        return dict(self.ema)
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, ema in self.ema.items():
+            ema.copy_(state[name])
+
+
+WHITEN_SAMPLE = 5000  # airbench94.py line 402: the whitening layer sees 5000 training images
+
+
+def init_whitening(model: models.FeatureModel, config: TrainConfig, train_data: TrainData) -> None:
+    """Initialise an airbench model's whitening layer from a seeded, class-mixed sample of the training subset
+    (a uniform draw: subsets are stored in class order, so their first rows would be one class)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    pick = torch.randperm(len(train_data.train_labels), generator=generator)[:WHITEN_SAMPLE].to(train_data.train_images.device)
+    model.init_whitening(pipeline.to_input(train_data.train_images[pick], train_data.mean, train_data.std))
+
+
 def build_run(config: TrainConfig, train_data: TrainData, device: torch.device, hooks: typing.Iterable[Hooks] = ()) -> Run:
     """Model (seeded by config.seed), optimiser, loss and pool for a resolved config."""
-    cuda = device.type == "cuda"
     model = build_network(config, train_data.num_classes, train_data.train_images.shape[1], device)
     forward = model.forward_with_features
     if config.compile != "none":
         forward = torch.compile(forward, mode=None if config.compile == "default" else config.compile)
+    if isinstance(model, models.Airbench):
+        init_whitening(model, config, train_data)
+    groups = optimizer_groups(config, model)
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    nesterov=config.nesterov, weight_decay=config.weight_decay)
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=config.lr)
     try:
-        loss = losses.build_loss(config.loss, train_data.train_counts, reweight=config.reweight,
-                                 reduction=config.reduction, **loss_params(config)).to(device)
+        loss = losses.build_loss(config.loss, train_data.train_counts, reweight=config.reweight, reduction=config.reduction,
+                                 label_smoothing=config.label_smoothing, **loss_params(config)).to(device)
     except ValueError as e:
         raise ConfigError(f"cannot build loss {config.loss!r} with reweight {config.reweight!r}: {e}") from e
     pool = None
@@ -183,5 +291,5 @@ def build_run(config: TrainConfig, train_data: TrainData, device: torch.device, 
         pool = FeaturePool(train_data.train_labels, train_data.num_classes, dim=config.pool_dim,
                            alpha=config.dsb_alpha, eps=config.dsb_eps)
     mwn = MetaWeight.for_run(config, train_data, device) if config.mwn else None
-    return Run(config, device, train_data, model, forward, optimizer, loss, pool, cuda and config.bf16,
-               memory_format(config, device), mwn, list(hooks))
+    return Run(config, device, train_data, model, forward, optimizer, loss, pool, resolved_precision(config),
+               memory_format(config, device), mwn, list(hooks), Lookahead(model) if config.lookahead else None)

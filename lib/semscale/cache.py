@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import ADDED_FIELDS, RESUMABLE_FIELDS, TrainConfig
+from .config import ADDED_FIELDS, REMOVED_FIELDS, RESUMABLE_FIELDS, TrainConfig, legacy_precision, resolved_precision
 from .records import REPO
 
 
@@ -28,10 +28,17 @@ def runs_dir() -> Path:
 
 
 def canonical(config: TrainConfig) -> dict[str, Any]:
-    """The fields that define what a run computes (JSON-ready): all but ``RESUMABLE_FIELDS``."""
+    """The fields that define what a run computes (JSON-ready): all but ``RESUMABLE_FIELDS``, with the *resolved*
+    precision (a bf16 run and an fp32 run are different runs).
+
+    Fields added later count only where set, so older folders keep their names; a run in the earlier engine's
+    precision (fp32 on the CPU, bf16 on CUDA) carries that engine's ``bf16: true`` in place of ``precision``."""
     values = json.loads(json.dumps(dataclasses.asdict(config)))
-    return {k: v for k, v in values.items()  # fields added later count only where set, so older folders keep their names
-            if k not in RESUMABLE_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    values = {k: v for k, v in values.items()
+              if k not in RESUMABLE_FIELDS and k != "precision" and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    precision = resolved_precision(config)
+    values.update(REMOVED_FIELDS if precision == legacy_precision(config) else {"precision": precision})
+    return values
 
 
 def config_hash(config: TrainConfig) -> str:

@@ -80,6 +80,7 @@ def save(path: Path, run, next_epoch: int, state, history: dict) -> None:
         "loss": run.loss.state_dict(),
         "pool": None if run.pool is None else run.pool.state_dict(),
         "mwn": None if run.mwn is None else run.mwn.state_dict(),
+        "lookahead": None if run.lookahead is None else run.lookahead.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "history": history,
@@ -103,11 +104,15 @@ def restore(run, checkpoint: dict, new_epoch) -> tuple[int, object]:
     """
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
+    for group in run.optimizer.param_groups:  # a checkpoint of the earlier engine: one group at the schedule's rate
+        group.setdefault("lr_scale", 1.0)
     run.loss.load_state_dict(checkpoint["loss"])
     if run.pool is not None:
         run.pool.load_state_dict(checkpoint["pool"])
     if run.mwn is not None:
         run.mwn.load_state_dict(checkpoint["mwn"])
+    if run.lookahead is not None:
+        run.lookahead.load_state_dict(checkpoint["lookahead"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])

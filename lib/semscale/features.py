@@ -19,7 +19,7 @@ import torch
 
 from . import pipeline, scale
 from .build import build_network
-from .config import TrainConfig
+from .config import TrainConfig, from_record
 from .pool import pooled
 
 SPLITS = ("train", "test")
@@ -42,7 +42,7 @@ def _config_of(run_dir: Path, device: str) -> TrainConfig:
     if not (run_dir / "model.pt").exists():
         raise FileNotFoundError(f"{run_dir}/model.pt is missing: the run's weights are needed for its features")
     fields = json.loads(path.read_text())["config"]
-    return TrainConfig(**{**fields, "device": device, "progress": False})
+    return from_record({**fields, "device": device, "progress": False})
 
 
 @torch.no_grad()

@@ -223,8 +223,11 @@ class ClassWeightedLoss(nn.Module):
     needs_normed_classifier = False
 
     def __init__(self, class_counts, *, reweight: str = "none", reduction: str = "weighted_mean",
-                 params: dict[str, Any] | None = None, counts_positive: bool = False):
+                 label_smoothing: float = 0.0, params: dict[str, Any] | None = None, counts_positive: bool = False):
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
         if reweight not in REWEIGHTS:
             raise ValueError(f"unknown reweight {reweight!r}; valid choices: {', '.join(REWEIGHTS)}")
         if reduction not in REDUCTIONS:
@@ -247,7 +250,8 @@ class ClassWeightedLoss(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"loss": self.name, "reweight": self.reweight, "reduction": self.reduction, **self.params}
+        smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        return {"loss": self.name, "reweight": self.reweight, "reduction": self.reduction, **smoothing, **self.params}
 
     def extra_repr(self) -> str:
         p = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -294,13 +298,22 @@ class ClassWeightedLoss(nn.Module):
     def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def sample_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The per-sample loss under label smoothing ε: ``(1 − ε) ℓ(z, y) + ε · mean_c ℓ(z, c)``, the loss of the
+        smoothed target distribution (every loss here is linear in it; for CE this is torch's ``label_smoothing``)."""
+        losses = self.per_sample(logits, targets)
+        if not self.label_smoothing:
+            return losses
+        every = torch.stack([self.per_sample(logits, torch.full_like(targets, c)) for c in range(self.num_classes)])
+        return (1 - self.label_smoothing) * losses + self.label_smoothing * every.mean(0)
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None
                 ) -> torch.Tensor:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must be (N, {self.num_classes}), got {tuple(logits.shape)}")
         z = logits.float()
         y = targets.long()
-        losses = self.per_sample(z, y)
+        losses = self.sample_losses(z, y)
         w = self.reweight_weights
         if class_weights is not None:
             cw = class_weights.detach().to(device=z.device, dtype=torch.float32)
@@ -465,7 +478,7 @@ _CLASSES = {
 
 
 def build_loss(name: str, class_counts, *, reweight: str = "none", reduction: str = "weighted_mean",
-               **params) -> ClassWeightedLoss:
+               label_smoothing: float = 0.0, **params) -> ClassWeightedLoss:
     """Build one of ``LOSSES`` with one of ``REWEIGHTS`` and one of ``REDUCTIONS``.
 
     ``params`` are the loss's and the reweighting's parameters (``LOSS_PARAMS``, ``REWEIGHT_PARAMS``);
@@ -498,4 +511,5 @@ def build_loss(name: str, class_counts, *, reweight: str = "none", reduction: st
     for k in ("gamma", "max_m", "s", "tau", "q", "margin_max"):
         if k in resolved:
             resolved[k] = float(resolved[k])
-    return _CLASSES[name](class_counts, reweight=reweight, reduction=reduction, params=resolved)
+    return _CLASSES[name](class_counts, reweight=reweight, reduction=reduction, label_smoothing=label_smoothing,
+                          params=resolved)

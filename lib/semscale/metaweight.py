@@ -23,7 +23,9 @@ meta-weight-net-class-imbalance.py; followed here, written anew):
 * V's optimiser: SGD, lr 1e-5, momentum 0.9, Nesterov, weight decay 5e-4 (lines 112-114; ``mwn_lr``).
 
 Here the look-ahead network is the run's own model evaluated with ``torch.func.functional_call`` on the looked-ahead
-parameters (no copied network); its BatchNorm buffers are cloned so the look-ahead forwards leave the real running
+parameters (no copied network): each trained parameter takes a plain step at its own group's learning rate (the
+official code has one group; under airbench's protocol the batch norms' biases step 64× faster, as in the real
+step), frozen parameters (airbench's whitening filters and batch-norm scales) stay as they are; its BatchNorm buffers are cloned so the look-ahead forwards leave the real running
 statistics alone (the official code's copied network has the same effect). The meta batch has the run's batch size
 (the official code uses one batch size, 100, for both) and is drawn from the epoch generator, so resume stays exact.
 
@@ -100,17 +102,18 @@ def weighted_step(run, ids, x, y, class_weights: torch.Tensor | None, generator:
     c = run.loss.reweight_weights.float()
     if class_weights is not None:
         c = c * class_weights.detach().float()
-    lr = run.optimizer.param_groups[0]["lr"]
+    lr = {id(p): group["lr"] for group in run.optimizer.param_groups for p in group["params"]}
     params = dict(model.named_parameters())
+    trained = {k: p for k, p in params.items() if p.requires_grad}  # frozen ones (airbench's) stay as they are
     buffers = {k: b.clone() for k, b in model.named_buffers()}  # look-ahead BN statistics stay off the model
 
     # 1. look-ahead step, differentiable in V
     with run.autocast():
         logits_hat = functional_call(model, (params, buffers), (x,))
-    losses_hat = run.loss.per_sample(logits_hat.float(), y)
+    losses_hat = run.loss.sample_losses(logits_hat.float(), y)
     a_hat = _normalised(mwn.net(losses_hat.detach()) * c[y])
-    grads = torch.autograd.grad((a_hat * losses_hat).sum(), list(params.values()), create_graph=True)
-    ahead = {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+    grads = torch.autograd.grad((a_hat * losses_hat).sum(), list(trained.values()), create_graph=True)
+    ahead = {**params, **{k: p - lr[id(p)] * g for (k, p), g in zip(trained.items(), grads)}}
 
     # 2. meta step of V on a balanced meta batch
     pick = torch.randperm(len(mwn.meta_labels), generator=generator, device=mwn.meta_labels.device)[:cfg.batch_size]
@@ -128,7 +131,7 @@ def weighted_step(run, ids, x, y, class_weights: torch.Tensor | None, generator:
     with run.autocast():
         logits, features = run.forward(x)
     run.store_features(ids, features)
-    losses = run.loss.per_sample(logits.float(), y)
+    losses = run.loss.sample_losses(logits.float(), y)
     with torch.no_grad():
         a = mwn.net(losses.detach()) * c[y]
     loss = (_normalised(a) * losses).sum()

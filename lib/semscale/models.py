@@ -25,6 +25,19 @@ measurements read::
   and torchvision's initialisation. The max-pools round up (``ceil_mode``) so that 28×28 inputs reach 1×1 as
   32×32 ones do; a global average pool gives the 512-d feature. Paper Fig. 4 compares class rankings across
   ResNet-18/34/50 and VGG-16/19.
+* ``airbench94`` and ``airbench-small`` are Keller Jordan's airbench94 network (KellerJordan/cifar10-airbench,
+  ``legacy/airbench94.py`` lines 160-236), written anew: a 2×2 whitening convolution (24 = 2·3·2² channels, no
+  padding, frozen weights initialised from the eigenvectors of the covariance of 2×2 patches, ± each, lines
+  242-257; its bias trains for ``whiten_bias_epochs`` and is then frozen, line 410), GELU, three conv groups
+  (conv3×3 → max-pool 2 → batch norm → GELU → conv3×3 → batch norm → GELU; widths 64/256/256 or 32/128/128;
+  3×3 convs without bias, default init then a Dirac identity on the first ``in_channels`` filters, lines
+  179-188; batch norm with eps 1e-12, momentum 0.4 (= 1 − 0.6) and a frozen scale of 1, lines 171-177), a global
+  max-pool (the source's MaxPool2d(3) on its 3×3 map; any input size here) and the pooled last-group output as
+  the penultimate feature (256-d / 128-d). The head keeps a bias (the second stages read and write it) and
+  carries the source's output scale 1/9 inside itself (:class:`ScaledLinear`, line 228); under LDAM the cosine
+  head replaces it. The whitening layer is initialised by :meth:`Airbench.init_whitening` from a sample of
+  normalised training images (the engine draws a seeded, class-mixed one: long-tailed subsets are stored in
+  class order).
 * ``cnn`` is a small network for MNIST-sized smoke runs: two conv-BN-ReLU-maxpool stages (32, 64
   channels), adaptive average pooling to 2×2 and a 256→128 linear+ReLU layer; 128-d feature, any input
   size from 28 to 64 (anything ≥ 4 pixels works).
@@ -40,7 +53,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-MODELS = ("resnet32", "resnet18", "resnet34", "resnet50", "vgg16", "vgg19", "cnn")
+MODELS = ("resnet32", "resnet18", "resnet34", "resnet50", "vgg16", "vgg19", "cnn", "airbench94", "airbench-small")
+#: conv-group widths of the airbench models (airbench94's own; the small preset halves them twice over: 4x fewer MACs)
+AIRBENCH_WIDTHS = {"airbench94": (64, 256, 256), "airbench-small": (32, 128, 128)}
 
 __all__ = [
     "MODELS",
@@ -51,6 +66,10 @@ __all__ = [
     "TorchvisionResNet",
     "CifarVGG",
     "SmallCNN",
+    "Airbench",
+    "ScaledLinear",
+    "linear_head",
+    "set_linear_head",
     "resnet32_param_count",
 ]
 
@@ -286,6 +305,114 @@ class SmallCNN(FeatureModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# airbench94 (KellerJordan/cifar10-airbench, legacy/airbench94.py)
+
+WHITEN_KERNEL = 2  # line 217
+WHITEN_EPS = 5e-4  # init_whitening_conv's eps, line 253
+OUTPUT_SCALE = 1 / 9  # hyp['net']['scaling_factor'], line 60
+
+
+class ScaledLinear(nn.Linear):
+    """A linear head whose weight term carries a fixed scale: ``scale · x Wᵀ + b`` (airbench's Linear then Mul(1/9),
+    with a bias added for the second stages). :func:`linear_head` gives its effective weight ``scale · W``."""
+
+    def __init__(self, in_features: int, out_features: int, scale: float = OUTPUT_SCALE):
+        super().__init__(in_features, out_features, bias=True)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight) * self.scale + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale:g}"
+
+
+def linear_head(classifier: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) with ``logits = x Wᵀ + b`` of a linear head (nn.Linear or ScaledLinear), detached, float32."""
+    if not isinstance(classifier, nn.Linear) or classifier.bias is None:
+        raise TypeError(f"a linear head with a bias is needed, got {type(classifier).__name__}")
+    scale = getattr(classifier, "scale", 1.0)
+    return (classifier.weight.detach().float() * scale), classifier.bias.detach().float().clone()
+
+
+def set_linear_head(state: dict, classifier: nn.Module, weight: torch.Tensor, bias: torch.Tensor, prefix: str = "classifier.") -> None:
+    """Write an effective (W, b) into a state dict for ``classifier`` (undoing a ScaledLinear's scale)."""
+    scale = getattr(classifier, "scale", 1.0)
+    state[prefix + "weight"] = (weight / scale).to(state[prefix + "weight"])
+    state[prefix + "bias"] = bias.to(state[prefix + "bias"])
+
+
+class FrozenScaleBatchNorm(nn.BatchNorm2d):
+    """airbench's BatchNorm: eps 1e-12, running-statistics momentum 0.4 (its 0.6 in the other convention), the scale
+    fixed at 1 (not trained), the shift trained."""
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad = False
+
+
+class DiracConv(nn.Conv2d):
+    """3×3 'same' convolution without bias, PyTorch's default init with a Dirac identity on the first in_channels
+    filters (airbench's Conv.reset_parameters)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=3, padding="same", bias=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        nn.init.dirac_(self.weight.data[: self.weight.size(1)])
+
+
+class AirbenchGroup(nn.Module):
+    """conv → max-pool 2 → batch norm → GELU → conv → batch norm → GELU (airbench's ConvGroup)."""
+
+    def __init__(self, channels_in: int, channels_out: int):
+        super().__init__()
+        self.conv1 = DiracConv(channels_in, channels_out)
+        self.norm1 = FrozenScaleBatchNorm(channels_out)
+        self.conv2 = DiracConv(channels_out, channels_out)
+        self.norm2 = FrozenScaleBatchNorm(channels_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class Airbench(FeatureModel):
+    """airbench94's network (see the module docstring); ``widths`` of its three conv groups."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, normed_classifier: bool = False,
+                 widths: tuple[int, int, int] = AIRBENCH_WIDTHS["airbench94"]):
+        super().__init__()
+        whiten_width = 2 * in_channels * WHITEN_KERNEL**2
+        self.whiten = nn.Conv2d(in_channels, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
+        nn.init.zeros_(self.whiten.bias)
+        self.whiten.weight.requires_grad = False
+        self.groups = nn.Sequential(AirbenchGroup(whiten_width, widths[0]), AirbenchGroup(widths[0], widths[1]),
+                                    AirbenchGroup(widths[1], widths[2]))
+        self.feature_dim = widths[2]
+        self.classifier = NormedLinear(widths[2], num_classes) if normed_classifier else ScaledLinear(widths[2], num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.groups(F.gelu(self.whiten(x)))
+        return F.adaptive_max_pool2d(x, 1).flatten(1)
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor) -> None:
+        """Set the whitening filters from normalised ``images`` (N, C, H, W): the eigenvectors of the covariance of
+        their 2×2 patches scaled by 1/√(λ + 5e-4), and their negatives (airbench94.py lines 242-257)."""
+        c, k = images.shape[1], WHITEN_KERNEL
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, c, k, k)
+        flat = patches.reshape(len(patches), -1)
+        covariance = flat.T @ flat / len(flat)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance, UPLO="U")
+        eigenvalues = eigenvalues.flip(0).view(-1, 1, 1, 1)
+        eigenvectors = eigenvectors.T.reshape(c * k * k, c, k, k).flip(0)
+        scaled = eigenvectors / torch.sqrt(eigenvalues + WHITEN_EPS)
+        self.whiten.weight.copy_(torch.cat((scaled, -scaled)).to(self.whiten.weight))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, normed_classifier: bool = False) -> FeatureModel:
@@ -309,4 +436,6 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, normed_classi
         return TorchvisionResNet(50, num_classes, in_channels, normed)
     if name in ("vgg16", "vgg19"):
         return CifarVGG(int(name[3:]), num_classes, in_channels, normed)
+    if name in AIRBENCH_WIDTHS:
+        return Airbench(num_classes, in_channels, normed, AIRBENCH_WIDTHS[name])
     return SmallCNN(num_classes, in_channels, normed)

@@ -195,28 +195,56 @@ def epoch_order(train_data: TrainData, config: TrainConfig, epoch: int, generato
     return torch.multinomial(p.float(), n, replacement=True, generator=generator)
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Per image, a random H×W window of the image zero-padded by ``padding`` on every side."""
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator, mode: str = "zeros") -> torch.Tensor:
+    """Per image, a random H×W window of the image padded by ``padding`` on every side: with zeros, or by reflection
+    (airbench's translation: a shift of up to ``padding`` pixels in each direction, reflect-padded)."""
     n, _, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=images.device)
-    rows = (offsets[0, :, None] + torch.arange(h, device=images.device))[:, :, None]  # (n, h, 1)
-    cols = (offsets[1, :, None] + torch.arange(w, device=images.device))[:, None, :]  # (n, 1, w)
     batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # gather (n, h, w, C) -> (n, C, h, w)
+    if mode == "zeros":
+        padded = F.pad(images, (padding,) * 4)
+        rows = (offsets[0, :, None] + torch.arange(h, device=images.device))[:, :, None]  # (n, h, 1)
+        cols = (offsets[1, :, None] + torch.arange(w, device=images.device))[:, None, :]  # (n, 1, w)
+        return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # gather (n, h, w, C) -> (n, C, h, w)
+    rows = _reflect(offsets[0, :, None] - padding + torch.arange(h, device=images.device), h)[:, :, None]
+    cols = _reflect(offsets[1, :, None] - padding + torch.arange(w, device=images.device), w)[:, None, :]
+    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside 0..size−1 mirrored back inside, without repeating the edge (F.pad's 'reflect')."""
+    index = index.abs()
+    return (size - 1) - ((size - 1) - index).abs()
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image horizontally with probability 1/2."""
     flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
+    return flip_where(images, flip)
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The images whose ``flip`` is true, flipped horizontally."""
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
-def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+def epoch_flips(config: TrainConfig, n: int, epoch: int, device: torch.device) -> torch.Tensor | None:
+    """Alternating flip (airbench94.py lines 130-147): a seeded half of the ``n`` training images is flipped in odd
+    epochs and the other half in even ones, so every image is seen both ways every two epochs. None unless
+    ``flip_mode`` is alternating (and augmentation flips)."""
+    if not (config.augment and config.flip and config.flip_mode == "alternating"):
+        return None
+    generator = epoch_generator(config.seed, 0, device)  # epoch 0: a stream of its own, the same every epoch
+    return (torch.rand(n, generator=generator, device=device) < 0.5) ^ (epoch % 2 == 0)
+
+
+def augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator,
+            flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop (with the config's padding) and flip (randomly, or where ``flips`` says: :func:`epoch_flips`)."""
     if config.augment and config.crop_padding:
-        images = random_crop(images, config.crop_padding, generator)
+        images = random_crop(images, config.crop_padding, generator, config.pad_mode)
     if config.augment and config.flip:
-        images = random_flip(images, generator)
+        images = random_flip(images, generator) if flips is None else flip_where(images, flips)
     return images
 
 
@@ -228,15 +256,15 @@ def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
 
 
 def batches(train_data: TrainData, config: TrainConfig, order: torch.Tensor, generator: torch.Generator,
-            start: int = 0, memory_format: torch.memory_format = torch.contiguous_format
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+            start: int = 0, memory_format: torch.memory_format = torch.contiguous_format,
+            flips: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(ids, x, y)`` of the epoch's batches from batch ``start`` on: sample ids, augmented normalised input, labels.
 
     ``generator`` must be where batch ``start`` left it (a resumed epoch restores its state).
     """
     for b in range(start, num_batches(len(order), config.batch_size)):
         ids = order[b * config.batch_size:(b + 1) * config.batch_size]
-        images = augment(train_data.train_images[ids], config, generator)
+        images = augment(train_data.train_images[ids], config, generator, None if flips is None else flips[ids])
         yield ids, to_input(images, train_data.mean, train_data.std, memory_format), train_data.train_labels[ids]
 
 

@@ -35,3 +35,16 @@ def save_figure(fig: plt.Figure, stem: str | Path, dpi: int = 150) -> list[Path]
         fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
         paths.append(write_bytes_atomic(stem.with_suffix(f".{fmt}"), buffer.getvalue()))
     return paths
+
+
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs': a count in words for titles and sentences."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def message_figure(text: str) -> plt.Figure:
+    """A small figure that says, in words, why there is nothing to draw."""
+    fig, ax = plt.subplots(figsize=(9, 1.4))
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    return fig

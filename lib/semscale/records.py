@@ -81,11 +81,22 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor where there is no /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device=None) -> str:
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def source_sha256() -> str:
@@ -132,6 +143,7 @@ def provenance(device=None) -> dict:
         "source_sha256": source_sha256(),
         "packages": package_versions(),
         "device": device_name(device),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "argv": sys.argv,
     }

@@ -59,6 +59,7 @@ from .build import build_network, cosine_lr, resolve, resolve_device
 from .checkpoint import check_same_config
 from .config import ConfigError, TrainConfig, first_stage, protocol_record
 from .features import features_of
+from .models import linear_head, set_linear_head
 
 TAU_GRID = tuple(round(0.1 * k, 1) for k in range(21))  # tau_norm.py line 110: np.linspace(0, 2, 21)
 DEFAULT_EPOCHS = {"crt": 10, "lws": 5}  # cls_crt.yaml / cls_lws.yaml num_epochs
@@ -184,11 +185,11 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, resume: bool 
     check_same_config(first["config"], first_c)  # the folder holds this config's first stage
     C = data.num_classes
     model = build_network(first_c, C, data.train_images.shape[1], device)  # seeded: its classifier is cRT's re-init
-    fresh_w, fresh_b = model.classifier.weight.detach().float().clone(), model.classifier.bias.detach().float().clone()
-    model.load_state_dict(torch.load(first_dir / "model.pt", map_location=device, weights_only=True))
-    model.eval()
     if not isinstance(model.classifier, torch.nn.Linear):
         raise ConfigError(f"second_stage {c.second_stage!r} needs a linear classifier, the first stage has {type(model.classifier).__name__}")
+    fresh_w, fresh_b = linear_head(model.classifier)
+    model.load_state_dict(torch.load(first_dir / "model.pt", map_location=device, weights_only=True))
+    model.eval()
     step = c.eval_batch_size
     start = time.perf_counter()
     f_train = features_of(model, data.train_images, data.mean, data.std, step)
@@ -196,7 +197,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, resume: bool 
     held_labels, from_subset = data.heldout_labels, data.heldout_from_subset
     f_held = features_of(model, data.heldout_images, data.mean, data.std, step)
     extract_seconds = time.perf_counter() - start
-    W0, b0 = model.classifier.weight.detach().float(), model.classifier.bias.detach().float()
+    W0, b0 = linear_head(model.classifier)  # logits = f W0ᵀ + b0, a ScaledLinear's scale folded into W0
 
     def test_metrics(w, b):
         return metrics.accuracy_summary(*_accuracy_counts(f_test, data.test_labels, w, b, C), data.train_counts)
@@ -249,7 +250,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, resume: bool 
     per_class["train_accuracy"] = train_correct.cpu().numpy() / np.maximum(data.train_counts, 1)
     records.write_csv_atomic(out / "per_class.csv", per_class)
     state = model.state_dict()
-    state["classifier.weight"], state["classifier.bias"] = W.to(state["classifier.weight"]), b.to(state["classifier.bias"])
+    set_linear_head(state, model.classifier, W, b)
     records.save_torch_atomic(out / "model.pt", state)
     wall = time.perf_counter() - wall_start
     images = len(data.train_labels) if c.second_stage in ("posthoc-la", "tau-norm") else int(np.max(data.train_counts)) * C

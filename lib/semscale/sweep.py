@@ -209,6 +209,11 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
     return results
 
 
+def cached(points: Iterable[Point | TrainConfig | dict], root) -> list[Result]:
+    """The points whose run is finished in ``root``, read back (labels kept); nothing is trained."""
+    return [r for r in (_prepare(p, Path(root)) for p in points) if r.status == "cached"]
+
+
 def _prepare(point, root: Path) -> Result:
     """A Result with the folder and what is to be done: cached (complete), resumed, trained or failed (bad config)."""
     if isinstance(point, Point):

@@ -40,10 +40,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache, checkpoint, metaweight, metrics, pipeline, records
-from .build import Hooks, Run, build_run, learning_rate, resolve, resolve_device
+from .build import PER_STEP_SCHEDULES, WHITEN_SAMPLE, Hooks, Run, build_run, learning_rate, resolve, resolve_device
 from .checkpoint import TrainingInterrupted
 from .config import ConfigError, TrainConfig, protocol_record, warn_combinations
 from .drift import DriftRecorder
+from .models import Airbench
 from .pool import stage
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "Hooks", "train"]
@@ -58,6 +59,7 @@ class EpochState:
     order: torch.Tensor  # the epoch's permutation of sample ids
     loss_sum: torch.Tensor  # Σ batch loss × batch size (float64, device)
     correct: torch.Tensor  # running per-class correct counts (int64, device)
+    flips: torch.Tensor | None = None  # alternating flip: which images this epoch flips (pipeline.epoch_flips)
     next_batch: int = 0
     seconds: float = 0.0
 
@@ -66,7 +68,8 @@ def new_epoch(run: Run, epoch: int) -> EpochState:
     generator = pipeline.epoch_generator(run.config.seed, epoch, run.device)
     order = pipeline.epoch_order(run.data, run.config, epoch, generator, pool_kept=run.pool is not None)
     return EpochState(epoch, generator, order, torch.zeros((), dtype=torch.float64, device=run.device),
-                      torch.zeros(run.data.num_classes, dtype=torch.int64, device=run.device))
+                      torch.zeros(run.data.num_classes, dtype=torch.int64, device=run.device),
+                      pipeline.epoch_flips(run.config, len(run.data.train_labels), epoch, run.device))
 
 
 def train_step(run: Run, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weighting: bool,
@@ -96,16 +99,25 @@ def train_step(run: Run, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor, we
 def train_epoch(run: Run, state: EpochState, should_stop: typing.Callable[[], bool] = lambda: False, bar=None) -> None:
     """Train from ``state.next_batch`` to the end of the epoch, or until ``should_stop()`` after an iteration."""
     cfg = run.config
-    for group in run.optimizer.param_groups:
-        group["lr"] = learning_rate(cfg, state.epoch)
+    per_step = cfg.schedule in PER_STEP_SCHEDULES
+    if not per_step:
+        run.set_learning_rate(learning_rate(cfg, state.epoch))
     run.loss.set_epoch(state.epoch - 1, cfg.epochs)  # losses count epochs from 0
+    if isinstance(run.model, Airbench):  # its whitening bias trains for the first epochs only (airbench94.py line 410)
+        run.model.whiten.bias.requires_grad_(state.epoch <= cfg.whiten_bias_epochs)
     for hook in run.hooks:
         hook.before_epoch(run, state.epoch)
     weighting = cfg.dsb and stage(state.epoch, cfg.dsb_stage_epochs) == "weight"
     run.model.train()
     start = time.perf_counter()
-    for ids, x, y in pipeline.batches(run.data, cfg, state.order, state.generator, state.next_batch, run.memory_format):
+    for ids, x, y in pipeline.batches(run.data, cfg, state.order, state.generator, state.next_batch, run.memory_format,
+                                      state.flips):
+        step = (state.epoch - 1) * run.num_batches + state.next_batch  # 0-based, over the whole run
+        if per_step:
+            run.set_learning_rate(learning_rate(cfg, state.epoch, step, run.total_steps))
         loss, logits = train_step(run, ids, x, y, weighting, state.generator)
+        if run.lookahead is not None:
+            run.lookahead.step(step + 1, run.total_steps)
         state.loss_sum += loss.double() * len(ids)
         state.correct.index_add_(0, y, (logits.argmax(1) == y).long())
         state.next_batch += 1
@@ -185,7 +197,7 @@ def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
     history["train_seconds"] += state.seconds
     history["epochs"].append({
         "epoch": state.epoch,
-        "lr": learning_rate(c, state.epoch),
+        "lr": learning_rate(c, state.epoch, (state.epoch - 1) * run.num_batches, run.total_steps),  # at its first step
         "train_loss": train_loss,
         "train_acc": float(state.correct.sum()) / n,
         **{k: (test[k] if test else float("nan")) for k in ("top1", "balanced", "many", "medium", "few")},
@@ -320,9 +332,15 @@ def describe(run: Run) -> dict:
         "normalization": {"kind": c.normalization, "mean": d.mean.flatten().tolist(), "std": d.std.flatten().tolist()},
         "loss": run.loss.config,
         "parameters": sum(p.numel() for p in run.model.parameters()),
-        "engine": {"partial_batch": "kept", "lr_granularity": "epoch", "cdb": cdb, "logits": "float32",
+        "engine": {"partial_batch": "kept", "lr_granularity": "step" if c.schedule in PER_STEP_SCHEDULES else "epoch",
+                   "cdb": cdb, "logits": "float32",
                    "pool": "tracked" if run.pool is not None else "off",
-                   "amp": "bf16" if run.bf16 else "none", "channels_last": run.memory_format == torch.channels_last,
+                   "amp": "bf16" if run.precision == "bf16" else "none", "precision": run.precision,
+                   "channels_last": run.memory_format == torch.channels_last,
+                   **({"lookahead": f"every {run.lookahead.EVERY} steps, decay 0.95^5 (t/T)^3"} if run.lookahead else {}),
+                   **({"whitening": f"2x2, initialised from {min(WHITEN_SAMPLE, len(d.train_labels))} training images "
+                                    f"(seeded draw), bias frozen after epoch {c.whiten_bias_epochs}"}
+                      if isinstance(run.model, Airbench) else {}),
                    **({"sampler": f"{c.sampler}: N draws with replacement per epoch"
                                   + ("; epoch 1 the plain permutation (pool fill)" if run.pool is not None else "")}
                       if c.sampler != "none" else {}),

@@ -18,12 +18,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from .. import sweep
 from ..config import TrainConfig
 from ..methods import DSB_SUFFIX, base_method, dsb_pairs, with_dsb
+from ..plots import MIN_FONT_SIZE, count, message_figure
 from ..results import GROUP_KEYS, paired_differences, summarize
 from .paper import PUBLISHED, STAND_IN
 
@@ -109,7 +113,13 @@ def with_published(table: pd.DataFrame, method: str = "method") -> pd.DataFrame:
     out = table.copy()
     dataset = out["dataset_variant"].str.extract(r"^(cifar10-jpeg75|tiny-imagenet)", expand=False)
     out["published_benchmark"] = dataset.map(STAND_IN)
-    pub = PUBLISHED.assign(imbalance=PUBLISHED.imbalance.astype(float))
+    # one row per method and benchmark: where two sources publish one (CDB-CE on CIFAR-100-LT), the first number
+    # stands and the source column names both with their numbers
+    keys = ["method", "published_benchmark", "imbalance"]
+    pub = PUBLISHED.assign(imbalance=PUBLISHED.imbalance.astype(float),
+                           published_source=PUBLISHED.published_source + ": " + PUBLISHED.published_top1_pct.astype(str))
+    pub = pub.groupby(keys, sort=False, as_index=False).agg(published_top1_pct=("published_top1_pct", "first"),
+                                                            published_source=("published_source", "; ".join))
     out = out.assign(imbalance=out["imbalance"].astype(float)).merge(
         pub, how="left", left_on=[method, "published_benchmark", "imbalance"],
         right_on=["method", "published_benchmark", "imbalance"], suffixes=("", "_pub"))
@@ -219,5 +229,187 @@ def measure_drift(config: TrainConfig, root, *, threads: int | None = 1) -> Drif
     (result,) = sweep.run([config], root, threads=threads)
     if result.record is None:
         raise RuntimeError(f"the drift run failed: {result.error}")
-    read = {name: pd.read_csv(result.path / f"drift_{name}.csv", float_precision="round_trip") for name in ("visits", "epochs")}
+    read = {name: pd.read_csv(result.path / f"drift_{name}.csv") for name in ("visits", "epochs")}
     return Drift(read["visits"], read["epochs"], result.top1, result.config, result.record["wall_seconds"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# figures
+
+
+def run_words(protocol: str, model: str, epochs: int, seeds: Iterable[int], stage_epochs: int | None = None) -> str:
+    """A figure's setting in words: "airbench-lt, airbench-small, 30 epochs, n = 2, seeds 0, 1, 2"."""
+    seeds = list(seeds)
+    n = f", n = {stage_epochs}" if stage_epochs is not None else ""
+    return f"{protocol}, {model}, {count(epochs, 'epoch')}{n}, {'seed' if len(seeds) == 1 else 'seeds'} " + \
+        ", ".join(map(str, seeds))
+
+
+def _interval_bars(ax, frame: pd.DataFrame, y: np.ndarray, **style) -> None:
+    ax.errorbar(frame.diff_mean, y, xerr=[frame.diff_mean - frame.ci_low, frame.ci_high - frame.diff_mean], capsize=3,
+                **style)
+
+
+def plot_main_table(table: pd.DataFrame, effect: pd.DataFrame, methods: list[str], title: str) -> plt.Figure:
+    """Left: each method's last-epoch top-1 without (filled) and with DSB (open); right: DSB − base, paired by seed."""
+    variants = list(dict.fromkeys(table.dataset_variant))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.4 * len(methods) * len(variants) + 2.4), sharey=True)
+    top = effect[effect.metric == "top1"]
+    for i, variant in enumerate(variants):
+        part = table[table.dataset_variant == variant]
+        y = np.arange(len(methods)) + 0.18 * i
+        for dsb, marker in [(False, "o"), (True, "s")]:
+            p = part[part.dsb == dsb].set_index("base_method").reindex(methods)
+            axes[0].errorbar(p.top1_pct_mean, y + (0.08 if dsb else 0), xerr=p.top1_pct_std, fmt=marker, color=f"C{i}",
+                             mfc="white" if dsb else None, capsize=3, label=f"{variant}{' +DSB' if dsb else ''}")
+        e = top[top.dataset_variant == variant].set_index("method").reindex(methods)
+        _interval_bars(axes[1], e, y, fmt="o", color=f"C{i}", label=variant)
+    axes[0].set_yticks(np.arange(len(methods)), methods)
+    axes[0].invert_yaxis()
+    axes[0].set(xlabel="last-epoch top-1 (%), mean ± std over seeds", title="without DSB (filled) and with DSB (open)")
+    axes[1].axvline(0, color="black", ls="--", lw=1)
+    axes[1].set(xlabel="DSB − base (points), paired by seed, 95 % t-interval", title="the DSB effect")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(0, -0.12 - 0.02 * len(methods)), ncol=2)
+    for ax in axes:
+        ax.margins(x=0.15, y=0.03)
+    fig.suptitle(title, y=1.02)
+    return fig
+
+
+def plot_gain(gain: pd.DataFrame, order: list[str], title: str) -> plt.Figure:
+    """Every method − CE of the same seed (points, 95 % t-interval); +DSB rows open squares."""
+    variants = list(dict.fromkeys(gain.dataset_variant))
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(order) * len(variants) + 1.8))
+    dsb = np.array([m.endswith(DSB_SUFFIX) for m in order])
+    for i, variant in enumerate(variants):
+        p = gain[gain.dataset_variant == variant].set_index("method").reindex(order)
+        y = np.arange(len(order)) + 0.2 * i
+        for mask, marker in [(~dsb, "o"), (dsb, "s")]:
+            _interval_bars(ax, p[mask], y[mask], fmt=marker, color=f"C{i}", mfc="white" if marker == "s" else None,
+                           label=f"{variant}{' (+DSB)' if marker == 's' else ''}")
+    ax.set_yticks(np.arange(len(order)), order)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", ls="--", lw=1)
+    ax.set(xlabel="method − CE, last-epoch top-1 (points), paired by seed, 95 % t-interval", title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def shot_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """The main table in long form: one row per variant, method and shot group (many/medium/few) with its top-1 (%)."""
+    groups = table.melt(id_vars=["dataset_variant", "method", "base_method", "dsb"],
+                        value_vars=["many_pct_mean", "medium_pct_mean", "few_pct_mean"], var_name="group",
+                        value_name="top1_pct")
+    groups["group"] = groups.group.str.replace("_pct_mean", "")
+    groups["DSB"] = np.where(groups.dsb, "with DSB", "without DSB")
+    return groups.dropna(subset=["top1_pct"])
+
+
+def plot_shot_groups(groups: pd.DataFrame, methods: list[str]) -> plt.Figure:
+    """Bars of many/medium/few top-1 per method, without and with DSB, one row per variant, one y scale."""
+    grid = sns.catplot(groups, x="base_method", y="top1_pct", hue="DSB", hue_order=["without DSB", "with DSB"],
+                       col="group", row="dataset_variant", kind="bar", height=3.2, aspect=0.18 * len(methods) + 0.6,
+                       order=methods, sharey=True)
+    grid.set_axis_labels("", "top-1 (%), mean over seeds")
+    grid.tick_params(axis="x", labelrotation=60)
+    grid.set_titles("{row_name} · {col_name}")
+    grid.set(ylim=(0, 100))
+    return grid.figure
+
+
+def plot_pool_weights(dynamics: pd.DataFrame, methods: list[str], epochs: int, stage_epochs: int, title: str) -> plt.Figure:
+    """Per-class DSB weight over epochs for each method's +DSB run, DSB's three stages shaded."""
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.8 * len(methods), 3.6), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        part = dynamics[dynamics.method == m + DSB_SUFFIX]
+        for name, a, b in stages(epochs, stage_epochs):
+            ax.axvspan(a - 0.5, b + 0.5, color={"fill": "#eeeeee", "refresh": "#fdf3d7", "weight": "#e8f4e8"}[name], zorder=0)
+            ax.text((a + b) / 2, 0.02, name, ha="center", transform=ax.get_xaxis_transform())
+        sns.lineplot(part.assign(cls=part["class"].astype(str)), x="epoch", y="weight", hue="cls", palette="viridis",
+                     marker="o", ax=ax, legend="full" if ax is axes[0, -1] else False)
+        ax.set(title=f"{m}+DSB", yscale="log", ylabel="DSB weight (mean 1 over classes)")
+    if axes[0, -1].get_legend() is not None:
+        axes[0, -1].legend(title="class (0 = largest)", bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle(title, y=1.04)
+    return fig
+
+
+def weight_count_correlation(dynamics: pd.DataFrame) -> pd.Series:
+    """Spearman correlation of training count and DSB weight at the last epoch, per method."""
+    last = dynamics[dynamics.epoch == dynamics.epoch.max()]
+    return last.groupby("method").apply(lambda p: p.train_count.corr(p.weight, method="spearman"), include_groups=False)
+
+
+def plot_drift(drift: Drift, title: str) -> plt.Figure:
+    """Left: per-iteration mean cosine distance of a pooled feature to the one written an epoch earlier;
+    right: the largest relative change of S and of a weight between consecutive end-of-epoch pools."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    axes[0].plot(drift.visits.progress_epochs, drift.visits.cos_mean, lw=0.8)
+    axes[0].set(xlabel="epochs of training", ylabel="mean cosine distance to the pooled\nfeature written one epoch earlier",
+                yscale="log", title=f"{title}, per iteration")
+    axes[1].plot(drift.epochs.epoch, drift.epochs.S_max_rel_change, "o-", label="largest relative change of S")
+    axes[1].plot(drift.epochs.epoch, drift.epochs.weight_max_rel_change, "s--", label="largest relative change of a weight")
+    axes[1].set(xlabel="epoch", ylabel="relative change", yscale="log", title="S and weights: end of epoch e − 1 to e")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes:
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    axes[1].legend()
+    return fig
+
+
+def plot_ablations(differences: pd.DataFrame, title: str) -> plt.Figure:
+    """Each ablation variant − CE (points, paired by seed, 95 % t-interval)."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(differences) + 1.8))
+    _interval_bars(ax, differences.reset_index(drop=True), np.arange(len(differences)), fmt="o")
+    ax.set_yticks(np.arange(len(differences)), differences.treated)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", ls="--", lw=1)
+    ax.set(xlabel="top-1 − CE (points), paired by seed, 95 % t-interval", title=title)
+    return fig
+
+
+def plot_cost(cost: pd.DataFrame, device: str, batch_size: int) -> plt.Figure:
+    """DSB's speed over the baseline's in the weighting epochs, per method, beside the paper's ≈ 0.9."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.barplot(cost, x="method", y="weight_epoch_ratio", hue="dataset_variant", ax=ax)
+    ax.axhline(0.9, color="black", ls=":", label="paper: ≈ 0.9")
+    ax.set(ylabel="speed with DSB / without\n(weighting epochs)", xlabel="", title=f"{device}, batch {batch_size}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def per_class_explorer(per_class: pd.DataFrame, variant: str, method: str) -> plt.Figure:
+    """The explorer's picture: per-class test top-1 (%) of ``method`` and ``method``+DSB (mean over seeds) and the
+    final DSB weights, classes named with their training counts."""
+    part = per_class[(per_class.dataset_variant == variant) & per_class.method.isin([method, method + DSB_SUFFIX])]
+    if part.empty:
+        return message_figure(f"{method} was not trained on {variant}.")
+    classes = part.drop_duplicates("class").sort_values("class")
+    labels = [f"{n}\n({c})" for n, c in zip(classes.name, classes.train_count)]
+    acc = 100 * part.groupby(["class", "method"]).accuracy.mean().unstack().reindex(columns=[method, method + DSB_SUFFIX])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 2]})
+    acc.plot.bar(ax=axes[0], rot=0, width=0.8)
+    axes[0].set(ylim=(0, 100), ylabel="test top-1 (%), mean over seeds", xlabel="class (training images)",
+                title=f"{variant}: per-class top-1")
+    axes[0].set_xticks(range(len(labels)), labels, fontsize=MIN_FONT_SIZE)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2)
+    weight = part[part.method == method + DSB_SUFFIX].groupby("class").weight.mean()
+    if weight.empty:
+        axes[1].set_axis_off()
+        axes[1].text(0.5, 0.5, f"{method}+DSB was not trained on {variant}", ha="center", transform=axes[1].transAxes)
+    else:
+        weight.plot.bar(ax=axes[1], rot=0, color="C2", title=f"{method}+DSB: final DSB weight per class")
+        axes[1].axhline(1, color="black", lw=0.5)
+        axes[1].set(xlabel="class (0 = largest)", ylabel="weight (mean 1 over classes)")
+    return fig
+
+
+def per_class_explorer_controls(per_class: pd.DataFrame, methods: list[str]) -> dict:
+    """The explorer's dropdowns, for ``ipywidgets.interact(per_class_explorer, **controls)``."""
+    import ipywidgets as widgets
+
+    style = {"description_width": "initial"}
+    return {"per_class": widgets.fixed(per_class),
+            "variant": widgets.Dropdown(options=sorted(per_class.dataset_variant.unique()), description="dataset", style=style),
+            "method": widgets.Dropdown(options=methods, description="method (against its +DSB)", style=style)}

@@ -9,7 +9,10 @@ On nested, sample-balanced subsets (m images per class, each subset inside the l
   optimisation steps for every m (``step_schedule``);
 * ``feature_volume_curves``: the feature volume of the trained networks on the test split;
 * ``correlations`` / ``bootstrap_correlations``: across m, how well summed volume, m and log m track accuracy;
-* ``claims``: the paper's qualitative claims (a), (b), (c), each decided by a stated number.
+* ``claim_*`` / ``claims_table``: the paper's qualitative claims (a), (b), (c), each decided by a stated number;
+* the notebook's tables (``model_comparison``, ``saturation_params``, ``accuracy_and_volume``, ...), a sentence on
+  what the run at hand shows (``describe_trends``), its figures (``figure_*``) and its explorer (``ClassExplorer``,
+  whose ``show`` is the widget's callback).
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import multiprocessing
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from scipy import optimize
 from scipy import stats as scipy_stats
+from tqdm.auto import tqdm
 
-from .. import features, scale, stats, subsets, sweep
+from .. import data, features, scale, stats, subsets, sweep
+from ..plots import count, message_figure
+from ..progress import show_progress
 
 # The paper's grids (PAPER.md §4.1): CIFAR-10, and CIFAR-100 / Mini-ImageNet (here: Tiny-ImageNet-200).
 CIFAR10_GRID = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 2000, 3000, 4000, 5000)
@@ -134,7 +144,9 @@ def fit_curve(m, v, model: str) -> Fit:
     for scale_guess in (mid / 4, mid, 4 * mid):
         p0 = (top, scale_guess) if spec.saturating else (top / math.log1p(m.max() / scale_guess), scale_guess)
         try:
-            params, _ = optimize.curve_fit(spec.f, m, v, p0=p0, bounds=([0, 1e-9], [np.inf, np.inf]), maxfev=20000)
+            with warnings.catch_warnings():  # the covariance is not used; with two points it cannot be estimated
+                warnings.simplefilter("ignore", optimize.OptimizeWarning)
+                params, _ = optimize.curve_fit(spec.f, m, v, p0=p0, bounds=([0, 1e-9], [np.inf, np.inf]), maxfev=20000)
         except (RuntimeError, ValueError):
             continue
         rss = float(np.sum((v - spec.f(m, *params)) ** 2))
@@ -233,6 +245,11 @@ def training_points(grids: dict[str, Sequence[int]], seeds: Sequence[int], model
 # feature volumes of the trained networks
 
 
+def _bar(items: Iterable, total: int, desc: str) -> Iterable:
+    """A tqdm.auto bar over ``items`` in a live notebook or on a terminal; the bare items in headless runs."""
+    return tqdm(items, total=total, desc=desc, unit="run", disable=not show_progress(), leave=False)
+
+
 def _feature_volumes_of_run(run_dir: str, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     feats = features.extract(run_dir, split="test", device="cuda" if torch.cuda.is_available() else "cpu", batch_size=256)
@@ -251,9 +268,9 @@ def feature_volume_curves(runs: pd.DataFrame, jobs: int = 1, threads: int = 1) -
     paths = list(runs.path)
     if jobs > 1:
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_feature_volumes_of_run, paths, [threads] * len(paths)))
+            results = list(_bar(pool.map(_feature_volumes_of_run, paths, [threads] * len(paths)), len(paths), "feature volumes"))
     else:
-        results = [_feature_volumes_of_run(p, threads) for p in paths]
+        results = list(_bar((_feature_volumes_of_run(p, threads) for p in paths), len(paths), "feature volumes"))
     rows = [{**{k: row[k] for k in keys if k in row}, **r} for (_, row), res in zip(runs.iterrows(), results) for r in res]
     return pd.DataFrame(rows)
 
@@ -379,46 +396,298 @@ def claim_together(boot: pd.DataFrame, dataset: str, model: str, predictor: str 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the notebook's tables
+
+
+def volume_sizes(volume_grids: dict[str, Sequence[int]], train_grids: dict[str, Sequence[int]]) -> dict[str, list[int]]:
+    """Per dataset, the subset sizes whose sample volumes are measured: its volume grid and its training grid."""
+    return {name: sorted(set(volume_grids.get(name, [])) | set(train_grids.get(name, [])))
+            for name in {**volume_grids, **train_grids}}
+
+
+def volume_share(summed: pd.DataFrame) -> pd.DataFrame:
+    """Summed volume (mean over subset seeds) as a share of its value at each dataset's largest m (m × dataset)."""
+    rise = summed.groupby(["dataset", "m"]).summed_volume.mean().unstack("dataset")
+    return rise / rise.max()
+
+
+def model_comparison(fits: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and curve: in how many classes it has the lowest AIC, and its median ΔAIC to the best."""
+    return (fits.groupby(["dataset", "model"])
+            .agg(best_in=("best", "sum"), classes=("best", "size"), median_delta_aic=("delta_aic", "median"))
+            .reset_index())
+
+
+def saturation_params(fits: pd.DataFrame, pixel_scale: float, n_seeds: int) -> pd.DataFrame:
+    """The AIC-best fit of every class: plateau, scale, m90 and how far along the class is at the largest m."""
+    return fits[fits.best][["dataset", "class", "class_name", "model", "V_inf", "s", "m90", "V_at_m_max", "m_max",
+                            "fraction_at_m_max", "n_points"]].assign(pixel_scale=pixel_scale, subset_seeds=n_seeds)
+
+
+def saturation_levels(params: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: how much the classes' plateaus differ (range, coefficient of variation, max/min) and m90."""
+    levels = params.groupby("dataset").agg(
+        classes=("V_inf", "size"), V_inf_min=("V_inf", "min"), V_inf_max=("V_inf", "max"),
+        V_inf_cv=("V_inf", lambda v: v.std() / v.mean()), m90_median=("m90", "median"),
+        fraction_at_m_max_median=("fraction_at_m_max", "median"))
+    levels["V_inf_max_over_min"] = levels.V_inf_max / levels.V_inf_min
+    return levels
+
+
+def schedule_table(points: Sequence[sweep.Point], initial_lr: float = 0.01) -> pd.DataFrame:
+    """Epochs, per-epoch lr decay and the last epoch's lr of each m (the first point's model and seed)."""
+    first = points[0].labels
+    return pd.DataFrame([{**p.labels, "epochs": p.fields["epochs"], "lr_decay": p.fields["lr_decay"],
+                          "final_lr": initial_lr * p.fields["lr_decay"] ** (p.fields["epochs"] - 1)}
+                         for p in points if p.labels["seed"] == first["seed"] and p.labels["model"] == first["model"]]
+                        ).drop(columns="seed")
+
+
+def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns of ``results.collect(...).runs`` this chapter keeps: the run's subset, schedule and accuracy."""
+    return runs[["dataset", "dataset_variant", "m", "model", "seed", "subset_seed", "steps", "epochs", "lr_decay",
+                 "top1", "balanced", "train_acc", "subset_sha256", "wall_seconds", "threads", "run"]]
+
+
+def accuracy_and_volume(accuracy: pd.DataFrame, summed: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its accuracy beside the summed sample volume of its subset, and log m."""
+    frame = accuracy.merge(summed, on=["dataset", "m", "subset_seed"])
+    frame["log_m"] = np.log(frame.m)
+    return frame
+
+
+def feature_volume_table(runs: pd.DataFrame, curves: pd.DataFrame, jobs: int = 1, threads: int = 1) -> pd.DataFrame:
+    """``feature_volume_curves`` of the runs beside each class's sample volume (``sample_volume``) of the run's subset."""
+    fvol = feature_volume_curves(runs, jobs=jobs, threads=threads)
+    return fvol.merge(curves.rename(columns={"volume": "sample_volume"}), on=["dataset", "m", "subset_seed", "class"])
+
+
+def summed_feature_volume(fvol: pd.DataFrame) -> pd.DataFrame:
+    """Per run (dataset, model, m, seed): the feature volumes summed over classes, 64-d pooled and full."""
+    fsum = fvol.groupby(["dataset", "model", "m", "seed"], as_index=False)[["feature_volume_pooled", "feature_volume_full"]].sum()
+    return fsum.rename(columns={"feature_volume_pooled": "summed_feature_volume",
+                                "feature_volume_full": "summed_feature_volume_full"})
+
+
+def sample_vs_feature_rank(fvol: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation across classes of sample and 64-d feature volume at each dataset's largest m
+    (seed means); NaN where either is constant."""
+    top = fvol[fvol.m == fvol.groupby("dataset").m.transform("max")]
+    rank = top.groupby(["dataset", "model", "class", "class_name"], as_index=False)[["sample_volume", "feature_volume_pooled"]].mean()
+    rows = [{"dataset": d, "model": m, "spearman_sample_vs_feature": stats.corr(g.sample_volume, g.feature_volume_pooled, "spearman")}
+            for (d, m), g in rank.groupby(["dataset", "model"])]
+    return pd.DataFrame(rows).set_index(["dataset", "model"])
+
+
+def claims_table(fits: pd.DataFrame, curves: pd.DataFrame, boot: pd.DataFrame, datasets: Sequence[str],
+                 trained: Sequence[tuple[str, str]], n_seeds: int) -> pd.DataFrame:
+    """Claims (a) and (b) on every measured dataset and (c), (c′) on every trained (dataset, model), with a verdict."""
+    claims = [claim_saturation(fits, name) for name in datasets]
+    claims += [claim_levels(curves, name) for name in datasets]
+    claims += [row for name, model in trained for row in claim_together(boot, name, model)]
+    claims = pd.DataFrame(claims)
+    claims["verdict"] = claims.holds.map({True: "holds", False: "does not hold"}).fillna("undecided")
+    claims["seeds"] = n_seeds
+    return claims
+
+
+def _trend(values: Sequence[float]) -> str:
+    steps = np.diff(np.asarray(values, float))
+    if len(steps) == 0:
+        return "a single m"
+    if np.all(steps > 0):
+        return "rises at every step"
+    if np.all(steps < 0):
+        return "falls at every step"
+    flat = int(np.sum(steps == 0))
+    return (f"rises in {int(np.sum(steps > 0))} and falls in {int(np.sum(steps < 0))} of {len(steps)} steps"
+            + (f", flat in {flat}" if flat else ""))
+
+
+def describe_trends(frame: pd.DataFrame) -> str:
+    """In words, per trained (dataset, model): how the seed-mean summed volume and top-1 move with m in this run."""
+    lines = []
+    for (dataset, model), part in frame.groupby(["dataset", "model"], sort=False):
+        means = part.groupby("m")[["summed_volume", "top1"]].mean()
+        volume = " → ".join(f"{v:.0f}" for v in means.summed_volume)
+        top1 = " → ".join(f"{100 * v:.1f}" for v in means.top1)
+        together = (np.all(np.diff(means.summed_volume) > 0) and np.all(np.diff(means.top1) > 0))
+        lines.append(f"{dataset}, {model}, m = {', '.join(map(str, means.index))} ({count(part.seed.nunique(), 'seed')}): "
+                     f"summed sample volume {volume} bits ({_trend(means.summed_volume)}); top-1 {top1} % "
+                     f"({_trend(means.top1)}). "
+                     + ("Both rise together, the picture of the paper's Fig. 2." if together else
+                        "They do not rise together in this run, unlike the paper's Fig. 2."))
+    return "\n".join(lines)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
 # figures
 
 
-def plot_class_curves(ax, curves: pd.DataFrame, fits: pd.DataFrame | None, dataset: str, n_classes: int = 10,
-                      value: str = "volume") -> None:
-    """The first ``n_classes`` classes' ``value`` against m (mean ± std over seeds), with each class's AIC-best fit."""
-    import seaborn as sns
+def _plain_log_ticks(ax) -> None:
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
+
+def _legend_below(ax, ncol: int = 2) -> None:
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
+
+
+def plot_class_curves(ax, curves: pd.DataFrame, fits: pd.DataFrame | None, dataset: str, n_classes: int = 10,
+                      value: str = "volume", ylabel: str = "sample volume (bits)") -> None:
+    """The first ``n_classes`` classes' ``value`` against m: seed means ± std over seeds, and with ``fits`` each class's
+    AIC-best curve. Without fits the means are joined and each class is shifted a little along m (at most ±13 %), so
+    that ten classes' error bars at one m stay apart instead of merging into a stripe."""
     c = curves[(curves.dataset == dataset) & (curves["class"] < n_classes)]
-    stats_ = c.groupby(["class", "class_name", "m"], as_index=False)[value].agg(["mean", "std"])
+    summary = c.groupby(["class", "class_name", "m"], as_index=False)[value].agg(["mean", "std"])
     colours = sns.color_palette("tab10", n_classes)
     grid = np.geomspace(c.m.min(), c.m.max(), 200)
-    for (cls, name), part in stats_.groupby(["class", "class_name"]):
-        ax.errorbar(part.m, part["mean"], yerr=part["std"].fillna(0), fmt="o" if fits is not None else "o-", ms=3,
-                    lw=1, color=colours[cls], label=str(name))
+    shown = summary["class"].nunique()
+    for k, ((cls, name), part) in enumerate(summary.groupby(["class", "class_name"])):
+        m = part.m if fits is not None else part.m * 10 ** (0.012 * (k - (shown - 1) / 2))
+        ax.errorbar(m, part["mean"], yerr=part["std"].fillna(0), fmt="o" if fits is not None else "o-", ms=3, lw=1,
+                    elinewidth=0.8, color=colours[cls], label=str(name))
         if fits is not None:
             row = fits[(fits.dataset == dataset) & (fits["class"] == cls) & fits.best]
             if len(row):
                 ax.plot(grid, predict(row, grid), color=colours[cls], lw=1)
-    ax.set(xscale="log", xlabel="m (images per class)", ylabel=f"{value.replace('_', ' ')} (bits)", title=dataset)
+    ax.set(xscale="log", xlabel="m (images per class)", ylabel=ylabel, title=dataset)
     _plain_log_ticks(ax)
 
 
-def _plain_log_ticks(ax) -> None:
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+def figure_volume_curves(curves: pd.DataFrame, fits: pd.DataFrame, datasets: Sequence[str], pixel_scale: float) -> plt.Figure:
+    """Per dataset: the first ten classes' sample volume against m with their AIC-best fits, a legend under each panel."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 6.2), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], datasets):
+        plot_class_curves(ax, curves, fits, name)
+        _legend_below(ax)
+    seeds = curves.subset_seed.nunique()
+    fig.suptitle(f"Sample volume per class (first ten classes, pixels in [0, {pixel_scale:g}]):\n"
+                 f"mean ± std over {count(seeds, 'subset seed')} (points) and the AIC-best fit (line)")
+    return fig
 
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+
+def figure_volume_and_accuracy(frame: pd.DataFrame, trained: Sequence[tuple[str, str]]) -> plt.Figure:
+    """The paper's Fig. 2 view per trained (dataset, model): summed sample volume and top-1 against m."""
+    fig, axes = plt.subplots(1, len(trained), figsize=(6 * len(trained), 4.2), squeeze=False, layout="constrained")
+    for ax, (name, model) in zip(axes[0], trained):
+        plot_volume_and_accuracy(ax, frame, name, model)
+    steps = frame.steps.median()
+    fig.suptitle(f"Summed sample volume (left axis, circles) and test top-1 (right axis, squares);\n"
+                 f"mean ± std over {count(frame.seed.nunique(), 'seed')}, about {steps:.0f} optimisation steps per run")
+    return fig
 
 
 def plot_volume_and_accuracy(ax, frame: pd.DataFrame, dataset: str, model: str, volume: str = "summed_volume") -> None:
     """Summed volume (left axis) and top-1 (right axis) against m: seed means with the seeds' spread."""
     f = frame[(frame.dataset == dataset) & (frame.model == model)]
     s = f.groupby("m")[[volume, "top1"]].agg(["mean", "std"])
-    ax.errorbar(s.index, s[(volume, "mean")], yerr=s[(volume, "std")].fillna(0), fmt="o-", color="C0", label="summed sample volume")
+    ax.errorbar(s.index, s[(volume, "mean")], yerr=s[(volume, "std")].fillna(0), fmt="o-", color="C0", capsize=3)
     ax.set(xscale="log", xlabel="m (images per class)", title=f"{dataset}, {model}")
     _plain_log_ticks(ax)
     ax.set_ylabel("summed sample volume (bits)", color="C0")
     right = ax.twinx()
-    right.errorbar(s.index, 100 * s[("top1", "mean")], yerr=100 * s[("top1", "std")].fillna(0), fmt="s--", color="C3", label="top-1")
+    right.errorbar(s.index, 100 * s[("top1", "mean")], yerr=100 * s[("top1", "std")].fillna(0), fmt="s--", color="C3", capsize=3)
     right.set_ylabel("test top-1 (%)", color="C3")
     right.grid(False)
+
+
+def figure_feature_volumes(fvol: pd.DataFrame, trained: Sequence[tuple[str, str]]) -> plt.Figure:
+    """Per trained (dataset, model): each class's sample volume of the training subset (top) and 64-d feature volume
+    of the test set (bottom) against m."""
+    fig, axes = plt.subplots(2, len(trained), figsize=(6 * len(trained), 9), squeeze=False, layout="constrained")
+    for j, (name, model) in enumerate(trained):
+        part = fvol[(fvol.dataset == name) & (fvol.model == model)]
+        plot_class_curves(axes[0, j], part.assign(volume=part["sample_volume"]), None, name)
+        plot_class_curves(axes[1, j], part, None, name, value="feature_volume_pooled",
+                          ylabel="feature volume, 64-d, test (bits)")
+        axes[0, j].set_title(f"{name}: training subset, pixels")
+        axes[1, j].set_title(f"{name}, {model}: test set, features")
+        _legend_below(axes[1, j], ncol=3)
+    fig.suptitle(f"Per class (first ten): sample volume of the training subset (top)\nand feature volume of the test "
+                 f"set (bottom); mean ± std over {count(fvol.seed.nunique(), 'seed')}")
+    return fig
+
+
+
+def class_explorer_figure(curves: pd.DataFrame, train: data.Split, dataset: str, cls: int, seed: int,
+                          images: int = 6) -> plt.Figure:
+    """One class of ``dataset``: its sample volume at every m and subset seed with the three curves fitted to it
+    (left; axes fixed per dataset so classes compare), and the images the nested subsets of ``seed`` add at the
+    grid's sizes (right). A message figure for a class or seed that is not there."""
+    n = len(train.classes)
+    if not 0 <= cls < n:
+        return message_figure(f"{dataset} has {n} classes, numbered 0–{n - 1}: there is no class {cls}.")
+    measured = sorted(int(s) for s in curves.subset_seed.unique())
+    if seed not in measured:
+        return message_figure(f"Subset seed {seed} was not measured on {dataset} (measured: {', '.join(map(str, measured))}).")
+    part = curves[curves["class"] == cls]
+    grid = np.geomspace(curves.m.min(), curves.m.max(), 200)
+    fig = plt.figure(figsize=(13, 4.8), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[1, 1.15])
+    ax = left.subplots()
+    for s, g in part.groupby("subset_seed"):
+        ax.plot(g.m, g.volume, "o", ms=5, label=f"subset seed {s}")
+    for _, row in fit_saturation(part).iterrows():
+        ax.plot(grid, predict(row, grid), lw=2.5 if row.best else 1,
+                label=f"{row.model} ({'best' if row.best else f'ΔAIC {row.delta_aic:.0f}'})")
+    ax.set(xscale="log", xlabel="m (images per class)", ylabel="sample volume (bits)",
+           xlim=(curves.m.min() / 1.3, curves.m.max() * 1.3), ylim=(0, 1.08 * curves.volume.max()),
+           title=f"{dataset}, class {cls}: {train.classes[cls]}")
+    _plain_log_ticks(ax)
+    ax.legend(loc="lower right")
+    m_max = int(curves.m.max())
+    order = nested_subsets(train.labels, [m_max], [seed])[(seed, m_max)]
+    order = order[train.labels.numpy()[order] == cls]
+    shown = [int(m) for m in sorted(curves.m.unique()) if m <= len(order)][:images]
+    for sub, m in zip(right.subplots(1, len(shown), squeeze=False)[0], shown):
+        image = train.images[int(order[m - 1])]
+        pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        sub.imshow(pixels, cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=255)
+        sub.set(title=f"#{m}", xticks=[], yticks=[])
+        sub.grid(False)
+    right.suptitle(f"image #m: the m-th image of class {cls} that the nested subsets (seed {seed}) add")
+    return fig
+
+
+@dataclass
+class ClassExplorer:
+    """The chapter's explorer. ``figure(dataset, cls, seed)`` draws ``class_explorer_figure``; a dataset the run did not
+    measure is measured on first pick (its sample volumes on ``grid``, capped at its smallest class, and ``seeds``)
+    and kept, as are the training splits. ``show`` is the widget's callback."""
+
+    grid: list[int]
+    seeds: list[int]
+    pixel_scale: float = 1.0
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+    splits: dict[str, data.Split] = field(default_factory=dict)
+
+    def split(self, dataset: str) -> data.Split:
+        if dataset not in self.splits:
+            self.splits[dataset] = data.load(dataset, "train")
+        return self.splits[dataset]
+
+    def class_count(self, dataset: str) -> int:
+        return len(self.split(dataset).classes)
+
+    def volumes(self, dataset: str) -> pd.DataFrame:
+        if dataset not in self.curves:
+            train = self.split(dataset)
+            smallest = int(np.bincount(train.labels.numpy()).min())
+            grid = [m for m in self.grid if m <= smallest] or [smallest]
+            self.curves[dataset] = sample_volume_curves(train.images, train.labels, train.classes, grid, self.seeds,
+                                                        dataset=dataset, pixel_scale=self.pixel_scale)
+        return self.curves[dataset]
+
+    def figure(self, dataset: str, cls: int, seed: int) -> plt.Figure:
+        try:
+            train = self.split(dataset)
+        except (data.DatasetError, OSError, ValueError) as error:  # not in the mirror, unreadable, or an unknown name
+            return message_figure(f"{dataset} cannot be loaded here: {error}")
+        return class_explorer_figure(self.volumes(dataset), train, dataset, cls, seed)
+
+    def show(self, dataset: str, cls: int, seed: int) -> None:
+        self.figure(dataset, cls, seed)
+        plt.show()

@@ -1,4 +1,4 @@
-"""semscale.marginal: saturation fits, nested subsets, step schedule, correlations and claims."""
+"""semscale.study.marginal (notebook 01): saturation fits, nested subsets, step schedule, correlations and claims."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from semscale import config, data, marginal, pipeline, scale
+from semscale import config, pipeline, scale, subsets
+from semscale.study import marginal
 
 M = np.array([10, 20, 30, 50, 100, 200, 300, 400, 500, 800, 1000, 2000, 3000, 5000], float)
 
@@ -16,8 +16,8 @@ M = np.array([10, 20, 30, 50, 100, 200, 300, 400, 500, 800, 1000, 2000, 3000, 50
                                            ("logarithmic", (40.0, 30.0))])
 def test_fit_recovers_known_parameters_and_aic_picks_the_true_model(model, params):
     rng = np.random.default_rng(0)
-    v = marginal.MODELS[model].f(M, *params) * (1 + 0.005 * rng.standard_normal(M.size))
-    fits = {name: marginal.fit_curve(M, v, name) for name in marginal.MODELS}
+    v = marginal.CURVES[model].f(M, *params) * (1 + 0.005 * rng.standard_normal(M.size))
+    fits = {name: marginal.fit_curve(M, v, name) for name in marginal.CURVES}
     assert fits[model].ok
     np.testing.assert_allclose(fits[model].params, params, rtol=0.03)
     assert min(fits, key=lambda n: fits[n].aic) == model
@@ -25,10 +25,10 @@ def test_fit_recovers_known_parameters_and_aic_picks_the_true_model(model, param
 
 def test_m90_is_where_the_fitted_curve_reaches_90_percent():
     for name in ("exponential", "hyperbolic"):
-        spec = marginal.MODELS[name]
+        spec = marginal.CURVES[name]
         m90 = spec.m90(200.0, 77.0)
         assert spec.f(np.array([m90]), 200.0, 77.0)[0] == pytest.approx(180.0)
-    assert marginal.MODELS["logarithmic"].m90(1.0, 1.0) == math.inf
+    assert marginal.CURVES["logarithmic"].m90(1.0, 1.0) == math.inf
 
 
 def test_fit_saturation_table_and_claim_a_on_synthetic_classes():
@@ -37,10 +37,10 @@ def test_fit_saturation_table_and_claim_a_on_synthetic_classes():
         for seed in range(3):
             noise = np.random.default_rng(seed + 10 * c).normal(0, 0.5, M.size)
             rows += [{"dataset": "toy", "class": c, "class_name": f"c{c}", "subset_seed": seed, "m": m, "volume": v}
-                     for m, v in zip(M, marginal.MODELS["exponential"].f(M, v_inf, tau) + noise)]
+                     for m, v in zip(M, marginal.CURVES["exponential"].f(M, v_inf, tau) + noise)]
     curves = pd.DataFrame(rows)
     fits = marginal.fit_saturation(curves)
-    assert len(fits) == 3 * len(marginal.MODELS) and fits.groupby("class").best.sum().eq(1).all()
+    assert len(fits) == 3 * len(marginal.CURVES) and fits.groupby("class").best.sum().eq(1).all()
     best = fits[fits.best].set_index("class")
     assert (best.model == "exponential").all()
     np.testing.assert_allclose(best.V_inf, [300, 200, 250], rtol=0.01)
@@ -49,7 +49,7 @@ def test_fit_saturation_table_and_claim_a_on_synthetic_classes():
     levels = marginal.claim_levels(curves, "toy")
     assert levels["holds"] and levels["value"] < 1e-6
     # a log curve that never saturates: claim (a) must fail
-    log_curves = curves.assign(volume=marginal.MODELS["logarithmic"].f(curves.m.to_numpy(float), 40.0, 20.0))
+    log_curves = curves.assign(volume=marginal.CURVES["logarithmic"].f(curves.m.to_numpy(float), 40.0, 20.0))
     assert not marginal.claim_saturation(marginal.fit_saturation(log_curves), "toy")["holds"]
 
 
@@ -67,16 +67,16 @@ def test_claim_levels_does_not_hold_for_identical_classes():
 def test_nested_subsets_are_nested_balanced_and_the_trainers():
     labels = np.random.default_rng(3).integers(0, 4, 600)
     sizes = [5, 20, 60, 100]
-    subsets = marginal.nested_subsets(labels, sizes, seeds=[0, 1])
+    nested = marginal.nested_subsets(labels, sizes, seeds=[0, 1])
     for seed in (0, 1):
         for small, large in zip(sizes, sizes[1:]):
-            assert set(subsets[(seed, small)]) < set(subsets[(seed, large)])
+            assert set(nested[(seed, small)]) < set(nested[(seed, large)])
         for m in sizes:
-            assert np.bincount(labels[subsets[(seed, m)]], minlength=4).tolist() == [m] * 4
+            assert np.bincount(labels[nested[(seed, m)]], minlength=4).tolist() == [m] * 4
             cfg = config.TrainConfig(dataset="mnist", train_per_class=m, subset_seed=seed)
-            trainer, _, _ = pipeline.training_subset(cfg, torch.as_tensor(labels))
-            assert np.array_equal(np.sort(trainer.indices), np.sort(subsets[(seed, m)]))
-    assert set(subsets[(0, 20)]) != set(subsets[(1, 20)])
+            trainer, _, _ = pipeline.select_subset(cfg, torch.as_tensor(labels))
+            assert np.array_equal(np.sort(trainer.indices), np.sort(nested[(seed, m)]))
+    assert set(nested[(0, 20)]) != set(nested[(1, 20)])
 
 
 def test_sample_volume_curves_match_scale_sample_volume():
@@ -85,7 +85,7 @@ def test_sample_volume_curves_match_scale_sample_volume():
     labels = np.repeat(np.arange(3), 30)
     curves = marginal.sample_volume_curves(images, labels, ["a", "b", "c"], [5, 25], [0, 2], dataset="toy", class_chunk=2)
     assert len(curves) == 2 * 2 * 3
-    idx = data.nested_balanced_indices(labels, [25], seed=2)[25].indices
+    idx = subsets.nested_balanced_indices(labels, [25], seed=2)[25].indices
     expected = scale.sample_volume(images[idx], labels[idx], 3).numpy()
     got = curves[(curves.subset_seed == 2) & (curves.m == 25)].sort_values("class").volume.to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-10)

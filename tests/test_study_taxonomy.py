@@ -1,4 +1,4 @@
-"""semscale.taxonomy: closed forms against Monte Carlo, regimes, generators, simulation, reference results."""
+"""semscale.study.taxonomy (notebook 04): closed forms against Monte Carlo, regimes, generators, simulation, reference results."""
 
 import json
 import math
@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-
-from semscale import taxonomy as tx
+from semscale.study import taxonomy as tx
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "default" / "04_imbalance_taxonomy"
 

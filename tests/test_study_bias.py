@@ -1,0 +1,56 @@
+"""semscale.study.bias (notebook 02): effective number, Table 1's measures, the correlation table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from semscale import pipeline, subsets
+from semscale.config import TrainConfig
+from semscale.study import bias
+
+
+def test_effective_number_formula_and_limits():
+    n = np.array([0, 1, 10, 5000])
+    en = bias.effective_number(n, 0.9999)
+    expected = [(1 - 0.9999**k) / (1 - 0.9999) for k in n]
+    np.testing.assert_allclose(en, expected, rtol=1e-10)
+    assert en[1] == pytest.approx(1.0)
+    # β → 0: every non-empty class counts as one sample; β → 1: E_n → n
+    np.testing.assert_allclose(bias.effective_number(n, 0.0), [0, 1, 1, 1])
+    np.testing.assert_allclose(bias.effective_number(n, 1 - 1e-12), n, rtol=1e-6)
+    assert np.all(np.diff(bias.effective_number(n, 0.99)) > 0)
+    with pytest.raises(ValueError):
+        bias.effective_number(n, 1.0)
+
+
+def test_correlation_table_marks_a_constant_measure_undefined():
+    acc = np.random.default_rng(3).uniform(size=(3, 10))
+    table = bias.correlation_table(
+        pd.DataFrame({"class": range(10), "N": 5000, "E_n": bias.effective_number(np.full(10, 5000)), "S_prime": np.arange(10.0)}),
+        pd.DataFrame([{"seed": s, "class": c, "accuracy": acc[s, c]} for s in range(3) for c in range(10)]),
+        ["N", "E_n", "S_prime"], n_boot=100)
+    assert list(table[table.measure.isin(["N", "E_n"])].text.unique()) == ["undefined"]
+    assert table[table.measure == "S_prime"].defined.all()
+
+
+def test_class_measures_columns_and_alpha():
+    rng = torch.Generator().manual_seed(0)
+    vol = torch.tensor([10.0, 20.0, 40.0])
+    centers = torch.randn(3, 5, generator=rng, dtype=torch.float64)
+    frame = bias.class_measures(vol, centers, [100, 50, 10], alphas=(1.0, 2.0), w_alpha=2.0)
+    assert list(frame.columns[:6]) == ["class", "N", "E_n", "volume", "W", "S_prime"]
+    np.testing.assert_allclose(frame.S_prime, [0.25, 0.5, 1.0])
+    w_prime = 2 ** frame.W - 2.0  # W = log2(α + W′) at w_alpha = 2
+    np.testing.assert_allclose(frame.S_a1, frame.S_prime * np.log2(1 + w_prime))
+    np.testing.assert_allclose(frame.S_a2, frame.S_prime * frame.W)
+    assert bias.measure_columns((1.0, 2.5)) == ["N", "E_n", "W", "S_prime", "S_a1", "S_a2.5"]
+
+
+def test_sample_measures_use_the_trainers_subset():
+    fields = {"dataset": "digits", "train_counts": (50, 40, 30, 30, 30, 30, 30, 30, 30, 20)}
+    subset = pipeline.training_images(TrainConfig(**{"progress": False, **fields}))
+    assert subset.labels.shape[0] == sum(fields["train_counts"])
+    frame = bias.sample_measures(subset, alphas=(1.0,))
+    assert frame.N.tolist() == list(fields["train_counts"]) and frame.S_prime.max() == pytest.approx(1.0)
+    assert bias.dataset_alpha(fields) == 2.0 and bias.dataset_alpha({"dataset": "digits"}) == 1.0
+    assert bias.VARIANTS["mnist-lt-2"]["train_counts"] == subsets.MNIST_LT_2
