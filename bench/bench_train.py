@@ -304,12 +304,14 @@ def step_table(models_: list[str], device: torch.device, batch_size: int, steps:
 
 def tier_runs(device: torch.device, epochs_balanced: int, epochs_lt: int, lt_methods: list[str], root: Path) -> list[dict]:
     """Whole training runs of the CPU tier through the sweep (cached in ``root``): airbench94 on balanced
-    cifar10-jpeg75 with airbench's own recipe, and the study's long-tailed protocol (airbench-small, batch 128, no
-    label smoothing) on IF 100; last-epoch top-1 without TTA, and the minutes each run took."""
+    cifar10-jpeg75 with airbench's own recipe, and the study's long-tailed protocol (``airbench-lt``: airbench-small,
+    batch 128, no label smoothing, no bias lr scaler) on IF 100 with notebook 03's fields, so that with ``root`` its run
+    cache the long-tailed runs are read back; last-epoch top-1 without TTA, and the minutes each run took."""
+    on = {} if device.type == "cpu" else {"device": str(device)}  # on the CPU: the very configs of notebook 03's grid
     balanced = {"dataset": DATASET, "model": "airbench94", "protocol": "airbench", "epochs": epochs_balanced,
-                "eval_every": 0, "device": str(device)}
-    lt = {"dataset": DATASET, "imbalance": IMBALANCE, "model": "airbench-small", "protocol": "airbench",
-          "batch_size": 128, "label_smoothing": 0.0, "epochs": epochs_lt, "eval_every": 0, "device": str(device)}
+                "eval_every": 0, **on}
+    lt = {"dataset": DATASET, "imbalance": IMBALANCE, "model": "airbench-small", "protocol": "airbench-lt",
+          "epochs": epochs_lt, "dsb_stage_epochs": 2, "crop_padding": 2, "flip": True, "eval_every": 0, **on}
     points = ((sweep.grid(balanced, method={"CE (airbench94 recipe)": {}}) if epochs_balanced else [])
               + (sweep.grid(lt, method={m: methods.METHODS[m] for m in lt_methods}) if epochs_lt else []))
     done = sweep.run(points, root, jobs=1)

@@ -54,3 +54,19 @@ def test_sample_measures_use_the_trainers_subset():
     assert frame.N.tolist() == list(fields["train_counts"]) and frame.S_prime.max() == pytest.approx(1.0)
     assert bias.dataset_alpha(fields) == 2.0 and bias.dataset_alpha({"dataset": "digits"}) == 1.0
     assert bias.VARIANTS["mnist-lt-2"]["train_counts"] == subsets.MNIST_LT_2
+
+
+def test_training_points_take_the_protocol_and_per_variant_epochs():
+    points = bias.training_points(["cifar10-jpeg75", "cifar10-jpeg75-lt200"], ["airbench-small"], [0], 10,
+                                  "cifar10-jpeg75", [400], ["airbench-small"], 1000, [0], protocol="airbench-lt",
+                                  variant_epochs={"cifar10-jpeg75-lt200": 30, "cifar10-jpeg75-m400": 60})
+    epochs = {p.labels["variant"]: p.config().epochs for group in points.values() for p in group}
+    assert epochs == {"cifar10-jpeg75": 10, "cifar10-jpeg75-lt200": 30, "cifar10-jpeg75-m400": 60, "cifar10-jpeg75-m1000": 10}
+    assert {p.config().protocol for group in points.values() for p in group} == {"airbench-lt"}
+
+
+def test_epochs_label_is_one_number_or_a_range():
+    runs = pd.DataFrame({"variant": ["a", "a", "b", "c"], "epochs": [10, 10, 30, 60]})
+    assert bias.epochs_label(runs, ["a"]) == 10 and isinstance(bias.epochs_label(runs, ["a"]), int)
+    assert bias.epochs_label(runs, ["a", "c"]) == "10–60" and bias.epochs_label(runs) == "10–60"
+    assert bias.run_words(["airbench-small"], "10–60", [0, 1]) == "airbench-small, 10–60 epochs, 2 seeds"

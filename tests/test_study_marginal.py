@@ -148,3 +148,14 @@ def test_bootstrap_correlations_and_claim_c():
     assert rows[0]["holds"] and rows[1]["holds"]
     rows = marginal.claim_together(boot, "toy", "cnn", predictor="bad", reference="good")
     assert not rows[0]["holds"] and not rows[1]["holds"]
+
+
+def test_training_points_under_a_per_step_protocol_count_its_batches_and_set_no_epoch_decay():
+    """airbench-lt trains with batch 128 and an lr schedule over the run's steps: the epochs give about ``steps``
+    batches of 128 and no per-epoch lr_decay is set (the preset's stays, so the run's identity is the protocol's)."""
+    points = marginal.training_points({"cifar10-jpeg75": [100, 1000]}, [0], ["airbench-small"], 400,
+                                      {"cifar10-jpeg75": 10}, protocol="airbench-lt")
+    assert {p.labels["m"]: p.fields["epochs"] for p in points} == {100: 50, 1000: 5}  # 8 and 79 batches of 128
+    assert all("lr_decay" not in p.fields and p.config().batch_size == 128 for p in points)
+    table = marginal.schedule_table(points)
+    assert list(table.epochs) == [50, 5] and "final_lr" not in table

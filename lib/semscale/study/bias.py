@@ -187,9 +187,17 @@ def accuracy_matrix(per_class: pd.DataFrame, **where) -> pd.DataFrame:
 
 
 
-def run_words(models: Sequence[str], epochs: int, seeds: Sequence[int]) -> str:
-    """The networks of a figure in words: "cnn, 3 epochs, 3 seeds"."""
-    return f"{' and '.join(models)}, {count(epochs, 'epoch')}, {count(len(seeds), 'seed')}"
+def run_words(models: Sequence[str], epochs: int | str, seeds: Sequence[int]) -> str:
+    """The networks of a figure in words: "cnn, 3 epochs, 3 seeds" (``epochs`` may be a range, "10–30")."""
+    trained = count(epochs, "epoch") if isinstance(epochs, int) else f"{epochs} epochs"
+    return f"{' and '.join(models)}, {trained}, {count(len(seeds), 'seed')}"
+
+
+def epochs_label(runs: pd.DataFrame, variants: Iterable[str] | None = None) -> int | str:
+    """The epochs the runs of ``variants`` (all runs: None) trained for: one number, or "a–b" where they differ."""
+    part = runs if variants is None else runs[runs.variant.isin(list(variants))]
+    values = sorted(int(e) for e in part.epochs.unique())
+    return values[0] if len(values) == 1 else f"{values[0]}–{values[-1]}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,17 +219,24 @@ def variant_fields(variant: str, rank_dataset: str | None = None) -> dict:
 
 def training_points(trained: Sequence[str], models: Sequence[str], seeds: Sequence[int], epochs: int, rank_dataset: str,
                     rank_sizes: Sequence[int], rank_models: Sequence[str], rank_model_m: int,
-                    rank_seeds: Sequence[int]) -> dict[str, list[sweep.Point]]:
-    """The chapter's runs (protocol paper-sec3): ``main`` (every trained variant, model and seed), ``sizes`` (balanced
+                    rank_seeds: Sequence[int], *, protocol: str = "paper-sec3",
+                    variant_epochs: dict[str, int] | None = None) -> dict[str, list[sweep.Point]]:
+    """The chapter's runs under ``protocol``: ``main`` (every trained variant, model and seed), ``sizes`` (balanced
     subsets of ``rank_dataset`` for Fig. 4, the first rank model) and ``architectures`` (every rank model at
-    ``rank_model_m``)."""
-    base = {"protocol": "paper-sec3", "epochs": epochs, "eval_every": 0}
-    sized = {balanced_variant(rank_dataset, m): variant_fields(balanced_variant(rank_dataset, m), rank_dataset) for m in rank_sizes}
+    ``rank_model_m``). Every network trains ``epochs`` epochs, or ``variant_epochs[variant]`` where given (a small
+    subset needs more epochs than the full set to reach its plateau)."""
+    base = {"protocol": protocol, "epochs": epochs, "eval_every": 0}
+    variant_epochs = dict(variant_epochs or {})
+
+    def fields(variant: str) -> dict:
+        extra = {"epochs": int(variant_epochs[variant])} if variant in variant_epochs else {}
+        return {**variant_fields(variant, rank_dataset), **extra}
+
+    sized = {balanced_variant(rank_dataset, m): fields(balanced_variant(rank_dataset, m)) for m in rank_sizes}
     arch = balanced_variant(rank_dataset, rank_model_m)
-    return {"main": sweep.grid(base, variant={v: VARIANTS[v] for v in trained}, model=models, seed=seeds),
+    return {"main": sweep.grid(base, variant={v: fields(v) for v in trained}, model=models, seed=seeds),
             "sizes": sweep.grid(base, variant=sized, model=rank_models[:1], seed=rank_seeds),
-            "architectures": sweep.grid(base, variant={arch: variant_fields(arch, rank_dataset)}, model=rank_models,
-                                        seed=rank_seeds)}
+            "architectures": sweep.grid(base, variant={arch: fields(arch)}, model=rank_models, seed=rank_seeds)}
 
 
 def balanced_variants(rank_dataset: str, rank_sizes: Sequence[int], rank_model_m: int) -> list[str]:
@@ -235,13 +250,11 @@ def run_summary(runs: pd.DataFrame) -> pd.DataFrame:
                                                   top1_mean=("top1", "mean"), top1_std=("top1", "std"))
 
 
-def accuracy_summary(per_class: pd.DataFrame, epochs: int) -> pd.DataFrame:
-    """Per variant, model and class: test accuracy over seeds (mean, std, n) with the training count."""
-    summary = (per_class.groupby(["variant", "dataset_variant", "model", "class", "name", "train_count"])
-               .accuracy.agg(accuracy_mean="mean", accuracy_std="std", n="size").reset_index())
-    summary.insert(3, "epochs", epochs)
-    summary.insert(4, "protocol", "paper-sec3")
-    return summary
+def accuracy_summary(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, model and class: test accuracy over seeds (mean, std, n) with the training count, and the epochs
+    and protocol the networks trained with."""
+    return (per_class.groupby(["variant", "dataset_variant", "model", "epochs", "protocol", "class", "name", "train_count"])
+            .accuracy.agg(accuracy_mean="mean", accuracy_std="std", n="size").reset_index())
 
 
 def checked_training_images(variant: str, fields: dict, runs: pd.DataFrame) -> pipeline.TrainingImages:
@@ -288,9 +301,9 @@ def feature_measure_table(outcomes: Sequence[sweep.Result], trained: Sequence[st
 
 
 def table1(per_class: pd.DataFrame, measures: pd.DataFrame, trained: Sequence[str], columns: Sequence[str], *,
-           n_boot: int, epochs: int, beta: float) -> pd.DataFrame:
+           n_boot: int, beta: float) -> pd.DataFrame:
     """``correlation_table`` for every trained variant, model and measure source. Feature measures (one network per
-    seed) are correlated with the accuracy of the same seeds' networks."""
+    seed) are correlated with the accuracy of the same seeds' networks; ``epochs`` are those the networks trained."""
     rows = []
     for (variant, model), acc_rows in per_class[per_class.variant.isin(trained)].groupby(["variant", "model"]):
         for source, m in measures[measures.variant == variant].groupby("source"):
@@ -300,7 +313,7 @@ def table1(per_class: pd.DataFrame, measures: pd.DataFrame, trained: Sequence[st
             else:
                 m, acc_used = m.drop(columns=["seed"], errors="ignore"), acc_rows
             t = correlation_table(m, acc_used, columns, n_boot=n_boot)
-            rows.append(t.assign(variant=variant, model=model, source=source, epochs=epochs, beta=beta,
+            rows.append(t.assign(variant=variant, model=model, source=source, epochs=epochs_label(acc_rows), beta=beta,
                                  seeds=" ".join(str(int(s)) for s in sorted(acc_used.seed.unique())),
                                  W_alpha=dataset_alpha(VARIANTS[variant])))
     table = pd.concat(rows, ignore_index=True)
@@ -475,8 +488,8 @@ def rater_groups(per_class: pd.DataFrame, samples: pd.DataFrame, rank_dataset: s
     return {k: r.reindex([v for v in sizes if v in r.index]) if r.index.name == "variant" else r for k, r in groups.items()}
 
 
-def agreement_table(groups: dict[str, pd.DataFrame], rank_dataset: str, epochs: int, n_boot: int) -> pd.DataFrame:
-    """``stats.rank_agreement`` of every comparison with at least two raters."""
+def agreement_table(groups: dict[str, pd.DataFrame], rank_dataset: str, epochs: int | str, n_boot: int) -> pd.DataFrame:
+    """``stats.rank_agreement`` of every comparison with at least two raters; ``epochs``: the raters' epochs."""
     return pd.DataFrame([{"comparison": name, "dataset_variant": rank_dataset, "epochs": epochs,
                           **stats.rank_agreement(r.to_numpy(), n_boot=n_boot)}
                          for name, r in groups.items() if len(r) >= 2])

@@ -35,6 +35,7 @@ from scipy import stats as scipy_stats
 from tqdm.auto import tqdm
 
 from .. import data, features, scale, stats, subsets, sweep
+from ..config import PROTOCOLS
 from ..plots import count, message_figure
 from ..progress import show_progress
 
@@ -220,19 +221,24 @@ def step_schedule(m: int, num_classes: int, steps: int, anchor_m: int, batch_siz
 
 def training_points(grids: dict[str, Sequence[int]], seeds: Sequence[int], models: Sequence[str], steps: int,
                     num_classes: dict[str, int], base: dict | None = None, resize: dict | None = None,
-                    decay_epochs: float | None = None) -> list[sweep.Point]:
-    """One ``sweep.Point`` per (dataset, m, model, seed), protocol paper-sec3, network seed = subset seed.
+                    decay_epochs: float | None = None, protocol: str = "paper-sec3") -> list[sweep.Point]:
+    """One ``sweep.Point`` per (dataset, m, model, seed) under ``protocol``, network seed = subset seed.
 
+    Epochs come from :func:`step_schedule` at the protocol's batch size; the per-epoch ``lr_decay`` only where the
+    protocol's schedule is exponential (a per-step schedule such as airbench's already spans the run's steps).
     Labels: dataset, m, model, seed, steps (the run's actual optimisation steps)."""
+    preset = PROTOCOLS[protocol]
+    batch_size = (base or {}).get("batch_size", preset["batch_size"])
     points = []
     for dataset, grid in grids.items():
         anchor = max(grid)
         for m in grid:
-            sched = step_schedule(m, num_classes[dataset], steps, anchor, decay_epochs=decay_epochs)
+            sched = step_schedule(m, num_classes[dataset], steps, anchor, batch_size=batch_size, decay_epochs=decay_epochs)
+            decay = {"lr_decay": sched["lr_decay"]} if preset["schedule"] == "exponential" else {}
             for model in models:
                 for seed in seeds:
-                    fields = {"dataset": dataset, "protocol": "paper-sec3", "model": model, "train_per_class": m,
-                              "subset_seed": seed, "seed": seed, "epochs": sched["epochs"], "lr_decay": sched["lr_decay"],
+                    fields = {"dataset": dataset, "protocol": protocol, "model": model, "train_per_class": m,
+                              "subset_seed": seed, "seed": seed, "epochs": sched["epochs"], **decay,
                               "eval_every": 0, "checkpoint_every": 0, **(base or {})}
                     if resize and dataset in resize:
                         fields["resize"] = resize[dataset]
@@ -435,12 +441,16 @@ def saturation_levels(params: pd.DataFrame) -> pd.DataFrame:
 
 
 def schedule_table(points: Sequence[sweep.Point], initial_lr: float = 0.01) -> pd.DataFrame:
-    """Epochs, per-epoch lr decay and the last epoch's lr of each m (the first point's model and seed)."""
+    """Epochs of each m (the first point's model and seed), and under an exponential schedule the per-epoch lr decay
+    and the last epoch's lr."""
     first = points[0].labels
-    return pd.DataFrame([{**p.labels, "epochs": p.fields["epochs"], "lr_decay": p.fields["lr_decay"],
-                          "final_lr": initial_lr * p.fields["lr_decay"] ** (p.fields["epochs"] - 1)}
-                         for p in points if p.labels["seed"] == first["seed"] and p.labels["model"] == first["model"]]
-                        ).drop(columns="seed")
+    rows = []
+    for p in points:
+        if p.labels["seed"] == first["seed"] and p.labels["model"] == first["model"]:
+            decay = p.fields.get("lr_decay")
+            rows.append({**p.labels, "epochs": p.fields["epochs"], **({} if decay is None else {
+                "lr_decay": decay, "final_lr": initial_lr * decay ** (p.fields["epochs"] - 1)})})
+    return pd.DataFrame(rows).drop(columns="seed")
 
 
 def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
