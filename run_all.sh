@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole study, or its tests, from a fresh clone.
 #   ./run_all.sh [--profile smoke|default|paper] [--only NAME] [--param key=value ...]
-#   ./run_all.sh --test            library tests + every notebook executed in the smoke profile
+#   ./run_all.sh --test [ARGS]     nbval re-runs the smoke copies (reference/smoke/), then the library tests
+#                                  (ARGS go to pytest; paths among them replace both)
 # Uses the active conda env or virtualenv when it is Python >= 3.11; otherwise creates .venv.
 # Installs requirements.txt and the package (editable) once, again only when they change.
 set -euo pipefail
@@ -35,7 +36,9 @@ fi
 
 if [ "${1:-}" = "--test" ]; then
   shift
-  "$PY" -m pytest tests "$@"
+  # Without paths: pyproject.toml's testpaths, the smoke copies under nbval (reference/smoke/) first, then tests/.
+  # Headless kernels, as the runner's: no progress bars in the copies' cells.
+  SEMSCALE_HEADLESS=1 "$PY" -m pytest "$@"
 else
   "$PY" -m semscale.runner "$@"
 fi

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import tiny_config
-from semscale import cache, cli, sweep
+from semscale import cache, cli, records, sweep
 from semscale.config import ConfigError
 from semscale.methods import METHODS
 from semscale.train import train
@@ -154,3 +154,63 @@ def test_an_interrupted_cli_run_says_how_to_resume(tmp_path, capsys):
     assert f"resume with: python -m semscale.train {' '.join(TINY_FLAGS)} --stop-after-epoch 1 --out {out} --resume" in err
     assert cli.main([*TINY_FLAGS, "--out", out, "--resume"]) == 0
     assert "digits-lt10 -> " in capsys.readouterr().out and cache.run_complete(tmp_path / "x")
+
+
+# --- errors arrive as one clear message ---------------------------------------------------------------------------
+
+
+def test_a_config_error_prints_one_usage_line_and_the_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--dataset", "digits", "--out", str(tmp_path / "x"), "--imbalance", "inf"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(err) == 2
+    assert err[0].startswith("usage: python -m semscale.train --dataset NAME") and "--help" in err[0]
+    assert err[1] == "python -m semscale.train: error: imbalance must be a finite number, got inf"
+
+
+def test_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0 and "--stage2-batch-size" in out and "23 % of the steps" in out
+
+
+def test_an_imbalance_the_data_cannot_give_names_the_largest_they_allow(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*TINY_FLAGS, "--imbalance", "1000", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "without an image" in err and "the largest imbalance these data allow is 133" in err
+    assert not (tmp_path / "x" / "run.json").exists()
+
+
+def test_a_diverging_run_is_an_error_message_not_a_traceback_and_nothing_is_cached(tmp_path, capsys):
+    code = cli.main([*TINY_FLAGS, "--protocol", "paper-sec3", "--lr", "1e6", "--epochs", "1", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("python -m semscale.train: error: training diverged in epoch 1")
+    assert "Traceback" not in err and not cache.run_complete(tmp_path / "x")
+
+
+def test_resume_moves_a_garbage_checkpoint_aside_and_trains_again(tmp_path, capsys):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match=r"x was damaged \(checkpoint.pt is no readable checkpoint.*\): moved aside to x.damaged-"):
+        assert cli.main([*TINY_FLAGS, "--out", str(out), "--resume"]) == 0
+    assert cache.run_complete(out) and "weights_only" not in capsys.readouterr().err
+    (aside,) = tmp_path.glob("x.damaged-*")
+    assert (aside / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # kept, not deleted
+
+
+def test_a_full_disk_is_one_message_naming_the_place(tmp_path, capsys, monkeypatch):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux)")
+
+    def to_dev_full(dir, prefix, suffix):  # every result file lands on /dev/full, which answers ENOSPC
+        tmp = tmp_path / f"{prefix}x{suffix}"
+        tmp.touch()
+        return os.open("/dev/full", os.O_WRONLY), str(tmp)
+
+    monkeypatch.setattr(records.tempfile, "mkstemp", to_dev_full)
+    assert cli.main([*TINY_FLAGS, "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: [Errno 28] disk full at {tmp_path / 'x'}" in err and "unexpected pos" not in err and "Traceback" not in err

@@ -52,3 +52,30 @@ def test_first_stage_is_the_config_without_its_second_stage():
     first = config.first_stage(two)
     assert first == tiny_config()  # every second-stage field back at its default
     assert config.first_stage(first) == first
+
+
+FLOAT_FIELDS = [name for name, kind in config.field_types().items() if config.base_type(kind)[0] is float]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", FLOAT_FIELDS + ["cdb_tau", "stage2_tau"])
+def test_every_numeric_field_must_be_finite(name, value):
+    with pytest.raises(ConfigError, match=f"{name} must be a finite number"):
+        tiny_config(**{name: value if name not in ("cdb_tau", "stage2_tau") else str(value)})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(imbalance=float("inf")), "imbalance must be a finite number"),
+    (dict(imbalance=1, train_counts=[5, 5, 0, 5, 5, 5, 5, 5, 5, 5]), r"every class at least one image; class\(es\) \[2\]"),
+    (dict(loss="focal", focal_gamma=-1), "focal_gamma must be >= 0"),
+    (dict(loss="ldam", ldam_s=0), "ldam_s must be > 0"),
+    (dict(reweight="cb", cb_beta=1.0), r"cb_beta must be in \[0, 1\)"),
+    (dict(reweight="drw", drw_fraction=1.5), r"drw_fraction must be in \[0, 1\]"),
+    (dict(loss="gla", gce_q=2), r"gce_q must be in \[-1, 1\]"),
+    (dict(reweight="cdb", cdb_tau="-1"), "cdb_tau must be 'dynamic', 'dynamic-v1' or a number >= 0"),
+    (dict(second_stage="posthoc-la", stage2_tau="-0.5"), r"stage2_tau must be a number or 'heldout' \(a number >= 0\), got '-0.5'"),
+    (dict(subset_seed=2**32), r"subset_seed must be < 2\*\*32"),
+])
+def test_numeric_fields_are_checked_for_their_range(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**kwargs)

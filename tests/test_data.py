@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import os
 import pickle
 import tarfile
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -186,6 +188,25 @@ def test_cache_hit(env, monkeypatch):
     monkeypatch.setitem(data.REGISTRY, ("cifar10", "archive"), dataclasses.replace(res, md5="0" * 32))
     with pytest.raises(data.DatasetError):
         data.load("cifar10", "train")
+
+
+def test_a_read_only_data_folder_decodes_without_caching_and_warns_once(env, monkeypatch):
+    d, m = env
+    payload, expected, _ = make_cifar_archive("cifar10", seed=2)
+    install(monkeypatch, m, "cifar10", payload)
+
+    def read_only(path, obj):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(data, "save_torch_atomic", read_only)
+    monkeypatch.setattr(data, "_UNWRITABLE", set())
+    with pytest.warns(UserWarning, match=r"cannot cache decoded datasets in .*cache \(OSError: Read-only file system\)"):
+        train = data.load("cifar10", "train")
+    np.testing.assert_array_equal(train.images.numpy(), expected["train"][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per folder: the second load decodes again, silently
+        np.testing.assert_array_equal(data.load("cifar10", "test").labels.numpy(), expected["test"][1])
+    assert cached_files(d) == []
 
 
 def test_digits_without_mirror(tmp_path, monkeypatch):

@@ -1,3 +1,5 @@
+"""semscale.records: atomic result files (a full disk named as such) and the provenance every result carries."""
+
 import json
 import os
 
@@ -29,3 +31,26 @@ def test_provenance_names_commit_packages_and_device():
     assert info["git_commit"]
     assert info["packages"]["torch"] != "not installed"
     assert info["device"].startswith("cpu")
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """Every atomic write goes to /dev/full, which answers every write with ENOSPC, as a full disk does."""
+    def to_dev_full(dir, prefix, suffix):
+        tmp = tmp_path / f"{prefix}x{suffix}"
+        tmp.touch()
+        return os.open("/dev/full", os.O_WRONLY), str(tmp)
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux)")
+    monkeypatch.setattr(records.tempfile, "mkstemp", to_dev_full)
+
+
+def test_a_full_disk_is_named_with_the_file_not_torchs_unexpected_pos(tmp_path, full_disk):
+    target = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(records.DiskFull, match=f"disk full at {target}") as error:
+        records.save_torch_atomic(target, {"weights": torch.zeros(10_000)})
+    assert isinstance(error.value, OSError) and "unexpected pos" not in str(error.value)
+    with pytest.raises(records.DiskFull, match="disk full at .*run.json"):
+        records.write_json_atomic(tmp_path / "run" / "run.json", {"status": "complete"})
+    assert not list((tmp_path / "run").iterdir()) and not list(tmp_path.glob("*.tmp"))  # nothing half written

@@ -1,5 +1,5 @@
 """semscale.runner: the papermill runner (profiles, overrides, failures, headless kernels, publishing), the committed
-notebooks and reference results, and every notebook executed in the smoke profile."""
+notebooks and reference results (the smoke execution itself is nbval's, over reference/smoke/: tests/test_nbval.py)."""
 
 import dataclasses
 import json
@@ -93,6 +93,30 @@ def test_unknown_param_is_an_error_before_any_notebook_runs(tmp_path):
     assert not results.exists()
 
 
+def test_a_value_of_the_wrong_type_is_an_error_before_any_notebook_runs(tmp_path):
+    notebooks = _two_notebooks(tmp_path)
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit, match=r"--param steps='ten' for 01_steps: steps must be an integer like the notebook's default 1, got 'ten'"):
+        runner.run_study("smoke", overrides={"steps": "ten"}, results_root=results, notebooks_dir=notebooks)
+    with pytest.raises(SystemExit, match=r"width must be an integer like the notebook's default 3, got \[3\]"):
+        runner.check_overrides(runner.notebook_paths(notebooks), {"width": [3]})
+    (notebooks / "profiles" / "smoke.yaml").write_text("01_steps: {steps: 2.5}\n")
+    with pytest.raises(SystemExit, match=r"smoke.yaml: 01_steps: steps must be an integer .* got 2.5"):
+        runner.run_study("smoke", results_root=results, notebooks_dir=notebooks)
+    assert not results.exists()
+    runner.check_overrides(runner.notebook_paths(notebooks), {"steps": None, "width": 4})  # None and the right type pass
+
+
+def test_a_malformed_profile_names_the_file_and_the_line(tmp_path):
+    notebooks = _two_notebooks(tmp_path)
+    (notebooks / "profiles" / "smoke.yaml").write_text("01_steps:\n  steps: 2\n 02_plain: {width: 3\n")
+    with pytest.raises(SystemExit, match=r"profiles/smoke.yaml: not valid YAML at line 3, column 2"):
+        runner.load_profile("smoke", notebooks)
+    (notebooks / "profiles" / "smoke.yaml").write_text("- 01_steps\n")
+    with pytest.raises(SystemExit, match="smoke.yaml: a profile maps each notebook's stem to a mapping"):
+        runner.load_profile("smoke", notebooks)
+
+
 def test_param_goes_only_to_notebooks_that_have_it(tmp_path):
     notebooks = _two_notebooks(tmp_path)
     runs = runner.run_study("smoke", overrides={"steps": 5}, results_root=tmp_path / "results", notebooks_dir=notebooks)
@@ -164,19 +188,3 @@ def test_publish_copies_tables_and_figures_with_provenance(tmp_path):
     assert provenance["git_commit"] == "0" * 40 and provenance["source_sha256"] == "f" * 64
     with pytest.raises(ValueError, match="only a successful run"):
         runner.publish(runner.NotebookRun("01_x", False, 0, outputs, outputs, "boom"), "default", tmp_path)
-
-
-# --- every notebook in the smoke profile (minutes; `-k "not smoke_profile"` leaves them out) ------------------------
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_profile(path, tmp_path):
-    (run,) = runner.run_study("smoke", only=path.stem, results_root=tmp_path)
-    assert run.ok, run.error
-    executed = json.loads(run.executed.read_text())
-    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
-    pngs = sorted(run.outputs.glob("*.png"))
-    assert pngs, f"{path.stem} wrote no figure"
-    assert all(p.with_suffix(".pdf").exists() for p in pngs)
-    assert list(run.outputs.glob("*.csv")), f"{path.stem} wrote no table"

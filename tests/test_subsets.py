@@ -69,12 +69,12 @@ def test_step_counts():
 def test_long_tailed_matches_ldam_loop(num_classes, per_class, imb, seed, profile):
     labels = balanced_labels(num_classes, per_class, seed=seed + 11)
     counts, reference = ldam_reference(labels.tolist(), num_classes, 1 / imb, seed, profile)
-    sub = subsets.long_tailed_indices(labels, imb, profile=profile, seed=seed)
+    sub = subsets.long_tailed_indices(labels, imb, profile=profile, seed=seed, allow_empty=True)  # LDAM's, empty classes too
     np.testing.assert_array_equal(sub.indices, reference)
     assert sub.indices.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(labels[sub.indices], minlength=num_classes), counts)
     # the same from a torch tensor
-    assert subsets.long_tailed_indices(torch.from_numpy(labels), imb, profile=profile, seed=seed).sha256 == sub.sha256
+    assert subsets.long_tailed_indices(torch.from_numpy(labels), imb, profile=profile, seed=seed, allow_empty=True).sha256 == sub.sha256
 
 
 def test_long_tailed_cifar10_shape_and_explicit_n_max():
@@ -186,3 +186,15 @@ def test_heldout_split_is_balanced_and_outside_the_subset_where_it_can_be():
     assert not set(index[labels[index] > 0]) & set(subset)
     again, _ = subsets.heldout_indices(labels, subset, per_class=8, seed=0)
     np.testing.assert_array_equal(index, again)
+
+
+def test_an_imbalance_that_empties_a_class_is_an_error_naming_the_largest_the_data_allow():
+    labels = balanced_labels(10, 20)
+    assert subsets.largest_imbalance(labels) == 20
+    assert np.bincount(labels[subsets.long_tailed_indices(labels, 20).indices]).min() == 1
+    for factor in (21, 1000):
+        with pytest.raises(ValueError, match=r"leaves class\(es\) \[.*9\] without an image.*largest imbalance these data allow is 20"):
+            subsets.long_tailed_indices(labels, factor)
+    with pytest.raises(ValueError, match="largest imbalance these data allow is 20"):
+        subsets.long_tailed_indices(labels, 30, profile="step")
+    assert subsets.largest_imbalance(labels, n_max=7) == 7

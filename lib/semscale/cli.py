@@ -13,12 +13,14 @@ first stages in the same place, so one CE run serves the plain method and every 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shlex
 import sys
 import typing
 from pathlib import Path
 
+import filelock
 import pandas as pd
 import yaml
 
@@ -26,9 +28,11 @@ from . import cache, data, records
 from .checkpoint import TrainingInterrupted
 from .config import CHOICES, PRESET_FIELDS, ConfigError, TrainConfig, base_type, field_types, first_stage
 from .second_stage import train_second_stage
-from .train import train
+from .train import TrainingDiverged, train
 
 _PRESET = "set by the protocol"
+# one line: an error then reads as that line and the message, not the usage of every config field
+USAGE = "%(prog)s --dataset NAME [--FIELD VALUE ...] --out DIR [--resume] [--seeds S ...]   (--help: every field)"
 SUMMARY_METRICS = ("top1", "balanced", "many", "medium", "few", "train_loss", "train_acc")
 
 
@@ -41,13 +45,32 @@ def train_run(config: TrainConfig, out_dir, resume: bool = False) -> dict:
     """Train ``config`` into ``out_dir`` and return its record; the CLI and ``sweep.run`` both come here.
 
     A one-stage config is :func:`semscale.train.train`. A two-stage config trains (resumes, or reads back) its first
-    stage in :func:`first_stage_dir`, then its second stage into ``out_dir``.
+    stage in :func:`first_stage_dir`, then its second stage into ``out_dir``. The first stage, which other configs
+    share, is trained holding its folder's lock (:func:`semscale.cache.run_lock`); ``out_dir``'s lock is the
+    caller's (``sweep.train_one``, :func:`main`).
     """
     if config.second_stage == "none":
         return train(config, out_dir, resume)
     first_dir = first_stage_dir(config, out_dir)
-    train(first_stage(config), first_dir, resume=(first_dir / "checkpoint.pt").exists() or cache.run_complete(first_dir))
+    started = (first_dir / "checkpoint.pt").exists() or (first_dir / "run.json").exists()
+    with locked(first_dir):  # resume: also reads a finished first stage back and moves a damaged one aside
+        train(first_stage(config), first_dir, resume=started)
     return train_second_stage(config, out_dir, first_dir, resume=resume)
+
+
+@contextlib.contextmanager
+def locked(folder):
+    """Hold the run folder's lock; if another process holds it, say so and wait for it."""
+    lock = cache.run_lock(folder)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        print(f"waiting for {folder}: another process is training it", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run_seeds(config: TrainConfig, seeds, out_dir, resume: bool = False) -> dict:
@@ -74,7 +97,7 @@ def run_seeds(config: TrainConfig, seeds, out_dir, resume: bool = False) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m semscale.train", argument_default=argparse.SUPPRESS,
+    parser = argparse.ArgumentParser(prog="python -m semscale.train", argument_default=argparse.SUPPRESS, usage=USAGE,
                                      description="Train one run (or one per seed) of the semscale engine.")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", type=Path, help="YAML file of config fields; explicit flags override it")
@@ -86,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         base, _ = base_type(hints[f.name])
         default = _PRESET if f.name in PRESET_FIELDS else f.default
         help_text = f.metadata["help"] + ("" if default is dataclasses.MISSING else f" (default: {default})")
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %: "23 % of the steps" is no format
         if base is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text)
         elif typing.get_origin(base) is tuple:
@@ -124,16 +148,21 @@ def main(argv=None) -> int:
     try:
         config = config_from_args(args)
         if getattr(args, "seeds", None) is not None:
-            result = run_seeds(config, args.seeds, args.out, resume)
+            with locked(args.out):
+                result = run_seeds(config, args.seeds, args.out, resume)
             lines = [f"{m}: {v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})" for m, v in result["metrics"].items()]
             print(f"{len(result['seeds'])} seeds -> {args.out}/summary.csv\n" + "\n".join(lines))
         else:
-            record = train_run(config, args.out, resume)
+            with locked(args.out):
+                record = train_run(config, args.out, resume)
             final = record["final"]
             print(f"{record['dataset_variant']} -> {args.out}: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items())
                   + f"; {record['img_per_s']:.0f} img/s, {record['wall_seconds']:.1f} s")
     except (ConfigError, FileExistsError, data.DatasetError) as e:
         parser.error(str(e))
+    except (TrainingDiverged, cache.DamagedRun, records.DiskFull) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as e:
         command = " ".join(shlex.quote(a) for a in ["python", "-m", "semscale.train", *argv] if a != "--resume")
         print(f"{e}\nresume with: {command} --resume", file=sys.stderr)

@@ -308,10 +308,27 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _number(text: str) -> float | None:
+    """The number a numeric-or-named field (``cdb_tau``, ``stage2_tau``) holds, or None for a name."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _validate(c: TrainConfig) -> None:
+    for f in dataclasses.fields(c):  # nan and inf slip through the range checks below: refuse them first
+        value = getattr(c, f.name)
+        number = _number(value) if f.name in ("cdb_tau", "stage2_tau") and value is not None else value
+        _check(not isinstance(number, float) or math.isfinite(number), f"{f.name} must be a finite number, got {value}")
     for name, valid in CHOICES.items():
         _check(getattr(c, name) in valid, f"unknown {name} {getattr(c, name)!r}; valid choices: {', '.join(valid)}")
     _check(c.imbalance >= 1, f"imbalance must be >= 1 (n_max / n_min; 1 = full data), got {c.imbalance}")
+    if c.train_counts is not None:
+        empty = [i for i, n in enumerate(c.train_counts) if n < 1]
+        _check(not empty, f"train_counts must give every class at least one image; class(es) {empty} have none")
+    _check(c.subset_seed < 2**32, f"subset_seed must be < 2**32 (numpy's seed), got {c.subset_seed}")
+    _check(c.seed < 2**64, f"seed must be < 2**64 (torch's seed), got {c.seed}")
     chosen = [n for n, on in (("imbalance", c.imbalance != 1), ("train_counts", c.train_counts is not None),
                               ("train_per_class", c.train_per_class is not None)) if on]
     _check(len(chosen) <= 1, f"choose one way to make the training subset, got {' and '.join(chosen)}")
@@ -347,6 +364,7 @@ def _validate(c: TrainConfig) -> None:
     except RuntimeError:
         raise ConfigError(f"invalid device {c.device!r}; use auto, cpu, cuda or cuda:N") from None
     _check(c.loss != "gca" or c.reweight == "none", "gca has its own inverse-frequency class weights: use reweight=none")
+    _check_loss_ranges(c)
     _check(c.mwn_meta_per_class >= 1 and c.mwn_lr >= 0, "mwn_meta_per_class must be >= 1 and mwn_lr >= 0")
     _check(c.mwn or (c.mwn_meta_per_class, c.mwn_lr) == (ADDED_FIELDS["mwn_meta_per_class"], ADDED_FIELDS["mwn_lr"]),
            "mwn_meta_per_class and mwn_lr apply only with mwn=true")
@@ -361,14 +379,27 @@ def _validate(c: TrainConfig) -> None:
         _check(c.stage2_epochs is None or c.stage2_epochs >= 1, "stage2_epochs must be >= 1")
         _check(c.stage2_lr >= 0 and c.stage2_batch_size >= 1, "stage2_lr must be >= 0 and stage2_batch_size >= 1")
         if c.stage2_tau is not None and c.stage2_tau != "heldout":
-            try:
-                float(c.stage2_tau)
-            except ValueError:
-                raise ConfigError(f"stage2_tau must be a number or 'heldout', got {c.stage2_tau!r}") from None
+            tau = _number(c.stage2_tau)
+            _check(tau is not None and tau >= 0,
+                   f"stage2_tau must be a number or 'heldout' (a number >= 0), got {c.stage2_tau!r}")
     valid_params = {**losses.LOSS_PARAMS[c.loss], **losses.REWEIGHT_PARAMS[c.reweight]}
     for name, param in LOSS_PARAM_FIELDS.items():
         _check(getattr(c, name) is None or param in valid_params,
                f"{name} does not apply to loss {c.loss!r} with reweight {c.reweight!r}")
+
+
+def _check_loss_ranges(c: TrainConfig) -> None:
+    """The loss parameters' ranges (semscale.losses checks them again when it builds the loss)."""
+    ranges = {"focal_gamma": (lambda v: v >= 0, ">= 0"), "ldam_max_m": (lambda v: v > 0, "> 0"),
+              "ldam_s": (lambda v: v > 0, "> 0"), "cb_beta": (lambda v: 0 <= v < 1, "in [0, 1)"),
+              "drw_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"), "gce_q": (lambda v: -1 <= v <= 1, "in [-1, 1]"),
+              "gca_margin": (lambda v: v >= 0, ">= 0")}
+    for name, (ok, text) in ranges.items():
+        value = getattr(c, name)
+        _check(value is None or ok(value), f"{name} must be {text}, got {value}")
+    if c.cdb_tau is not None and c.cdb_tau not in ("dynamic", "dynamic-v1"):
+        tau = _number(c.cdb_tau)
+        _check(tau is not None and tau >= 0, f"cdb_tau must be 'dynamic', 'dynamic-v1' or a number >= 0, got {c.cdb_tau!r}")
 
 
 def device_type(config: TrainConfig) -> str:

@@ -541,5 +541,21 @@ def load(name: str, split: str, *, progress: bool | None = None) -> Split:
             "classes": list(part.classes),
             "sources": {role: fetched[role][1] for role in roles},
         }
-        save_torch_atomic(cache_path(name, s), obj)
+        try:
+            save_torch_atomic(cache_path(name, s), obj)
+        except OSError as e:  # a read-only or full data folder: the decoded arrays serve this run all the same
+            _warn_uncached(cache_path(name, s).parent, e)
     return decoded[split]
+
+
+_UNWRITABLE: set[Path] = set()
+
+
+def _warn_uncached(folder: Path, error: OSError) -> None:
+    """Warn once per folder that decoded arrays cannot be cached there (each run then decodes again)."""
+    if folder in _UNWRITABLE:
+        return
+    _UNWRITABLE.add(folder)
+    warnings.warn(f"cannot cache decoded datasets in {folder} ({type(error).__name__}: {error.strerror or error}); "
+                  f"training goes on, but every run decodes the archives again: set SEMSCALE_DATA to a writable folder",
+                  UserWarning, stacklevel=3)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import io
 import json
 import os
 import platform
@@ -24,11 +26,21 @@ os.umask(_UMASK)
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "seaborn", "matplotlib", "papermill")
 
 
+class DiskFull(OSError):
+    """A result file could not be written because its file system is full (or over quota)."""
+
+
 def _atomic_write(path: str | os.PathLike, write) -> Path:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write through a temporary file in the same folder, then rename: readers never see half a file.
+
+    A full disk raises :class:`DiskFull` naming the file (the old file, if any, is kept)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        _raise_if_full(e, path)
+        raise
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
@@ -36,10 +48,18 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            _raise_if_full(e, path)
         raise
     return path
+
+
+def _raise_if_full(error: OSError, path: Path) -> None:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFull(error.errno, f"disk full at {path}: free some space there (or point SEMSCALE_RUNS elsewhere) "
+                                    f"and run again; what was written before is kept") from error
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
@@ -57,7 +77,11 @@ def write_csv_atomic(path, frame: pd.DataFrame, **to_csv_kwargs) -> Path:
 
 
 def save_torch_atomic(path, obj) -> Path:
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save through memory, so that a failed write is the file system's OSError (torch's own writer reports
+    a full disk as ``unexpected pos``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes_atomic(path, buffer.getbuffer())
 
 
 def git_commit(repo: str | os.PathLike | None = None) -> str:

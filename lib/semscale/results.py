@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -18,19 +19,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .cache import run_complete
+from .cache import inspect_run
 
 FINAL_METRICS = ("top1", "balanced", "many", "medium", "few", "train_loss", "train_acc")
 GROUP_KEYS = ("dataset_variant", "imbalance")
 
 
 class Tables(NamedTuple):
-    """Tidy frames of a sweep: one row per run, per (run, class), per (run, epoch) and per (run, epoch, class)."""
+    """Tidy frames of a sweep: one row per run, per (run, class), per (run, epoch) and per (run, epoch, class);
+    ``skipped``: the folders (or Results) left out, each with the reason (damaged, failed, unfinished)."""
 
     runs: pd.DataFrame
     per_class: pd.DataFrame
     epochs: pd.DataFrame
     pool: pd.DataFrame
+    skipped: dict[str, str] = {}
 
 
 def _run_row(name: str, path: Path, labels: dict, record: dict) -> dict:
@@ -59,31 +62,63 @@ def collect(source) -> Tables:
     """Tidy frames of the complete runs in ``source``: the Results of ``run`` (with their labels) or a root folder.
 
     Every frame carries the run's folder name (``run``), its labels and config fields, so it can be grouped and
-    plotted without merging; ``runs`` adds the final metrics and provenance.
+    plotted without merging; ``runs`` adds the final metrics and provenance. A run is read only when complete
+    (:func:`semscale.cache.inspect_run`); every folder of a root that holds something else is left out, named in
+    ``Tables.skipped`` with the reason and in a warning (folders moved aside, ``*.damaged-*`` and ``*.stale-*``, and
+    hidden ones are no runs). Results without a record (failed) are in ``skipped`` too, without a warning.
     """
+    skipped, unread = {}, {}
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a folder of runs")
-        complete = [(p.name, p, {}, json.loads((p / "run.json").read_text())) for p in sorted(root.iterdir())
-                    if run_complete(p)]
+        complete = []
+        for p in sorted(root.iterdir()):
+            if not p.is_dir() or p.name.startswith(".") or ".damaged-" in p.name or ".stale-" in p.name:
+                continue
+            state = inspect_run(p)
+            if state.complete:
+                complete.append((p.name, p, {}, state.record))
+            else:
+                unread[p.name] = _why_not_complete(p, state.problem)
     else:
         seen, complete = set(), []
         for r in source:
-            if r.record is not None and (r.name, tuple(r.labels.items())) not in seen:
+            if r.record is None:
+                skipped[r.name] = f"{r.status}: {r.error.strip().splitlines()[-1]}" if r.error else r.status
+            elif (r.name, tuple(r.labels.items())) not in seen:
                 seen.add((r.name, tuple(r.labels.items())))
                 complete.append((r.name, r.path, r.labels, r.record))
+    if unread:
+        listed = "; ".join(f"{name} ({why})" for name, why in unread.items())
+        warnings.warn(f"collect: {len(unread)} folder(s) of {source} hold no complete run and are left out (see "
+                      f"Tables.skipped): {listed}", UserWarning, stacklevel=2)
+    skipped.update(unread)
     runs = pd.DataFrame([_run_row(*c) for c in complete])
     if runs.empty:
         empty = pd.DataFrame()
-        return Tables(runs, empty, empty, empty)
+        return Tables(runs, empty, empty, empty, skipped)
     keys = [c for c in runs.columns if c not in (*FINAL_METRICS, "wall_seconds", "train_seconds", "img_per_s", "finished")]
     tables = {}
     for table in ("per_class", "epochs", "pool_history"):
         parts = [pd.read_csv(path / f"{table}.csv").assign(run=name) for name, path, _, _ in complete]
         frame = pd.concat(parts, ignore_index=True)
         tables[table] = runs[keys].merge(frame, on="run", suffixes=("", f"_{table}"))
-    return Tables(runs, tables["per_class"], tables["epochs"], tables["pool_history"])
+    return Tables(runs, tables["per_class"], tables["epochs"], tables["pool_history"], skipped)
+
+
+def _why_not_complete(folder: Path, problem: str | None) -> str:
+    if problem:
+        return f"damaged: {problem}; sweep.run moves it aside and trains it again"
+    if (folder / "failed.json").exists():
+        try:
+            error = str(json.loads((folder / "failed.json").read_text()).get("error", "")).strip().splitlines()[-1]
+        except (OSError, ValueError, AttributeError, IndexError):
+            error = "see failed.json"
+        return f"failed: {error}"
+    if (folder / "checkpoint.pt").exists():
+        return "unfinished: a checkpoint and no record (being trained, or interrupted: sweep.run resumes it)"
+    return "no record (being trained, submitted, or stopped before its first checkpoint)"
 
 
 def summarize(frame: pd.DataFrame, by: list[str] | str, metrics: Iterable[str] | None = None) -> pd.DataFrame:

@@ -9,16 +9,20 @@ executed copy goes to ``results/<profile>/<stem>.ipynb`` and its figures and tab
 ``--publish`` copies a successful run's tables (CSV) and figures (PNG) to ``reference/<profile>/<stem>/``
 with a provenance.json (commit, source hash, packages, device, parameters, minutes; taken when the run started, so
 the published files themselves never make the commit "+dirty"), replacing what was
-published before except the hand-written FINDINGS.md; files over 5 MB are left out with a note.
+published before except the hand-written FINDINGS.md; files over 5 MB are left out with a note. In the smoke
+profile the executed notebook itself is what gets published: ``reference/smoke/<stem>.ipynb``, which
+``./run_all.sh --test`` re-runs with nbval (see ``publish_executed_copy``).
 
-A ``--param`` name that no selected notebook has is an error (raised before any notebook runs);
-an override goes only to the notebooks that have that parameter. The kernels run with
-``SEMSCALE_HEADLESS=1``, so they draw no progress bars into the executed copies.
+A ``--param`` name that no selected notebook has, or a value of another type than the parameter's default
+(``epochs=ten`` where the default is ``4``), is an error raised before any notebook runs; so is a profile value
+of the wrong type or a profile that is no valid YAML. An override goes only to the notebooks that have that
+parameter. The kernels run with ``SEMSCALE_HEADLESS=1``, so they draw no progress bars into the executed copies.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import os
 import shutil
@@ -27,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import papermill
 import yaml
@@ -39,6 +44,8 @@ PROFILES = ("smoke", "default", "paper")
 REFERENCE = REPO / "reference"
 PUBLISH_MAX_BYTES = 5 * 2**20
 RUNNER_PARAMS = ("profile", "out_dir")  # set by the runner for every notebook, never by --param
+IGNORE_OUTPUT = "NBVAL_IGNORE_OUTPUT"  # nbval's comment marker; such a cell's output is left out of a published copy
+RUN_METADATA = ("start_time", "end_time", "duration", "input_path", "output_path")  # papermill's, per notebook
 
 
 @dataclass
@@ -71,7 +78,14 @@ def load_profile(profile: str, notebooks_dir: Path = NOTEBOOKS) -> dict[str, dic
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     path = notebooks_dir / "profiles" / f"{profile}.yaml"
-    profile_params = yaml.safe_load(path.read_text()) or {}
+    try:
+        profile_params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SystemExit(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(profile_params, dict) or not all(isinstance(v, (dict, type(None))) for v in profile_params.values()):
+        raise SystemExit(f"{path}: a profile maps each notebook's stem to a mapping of its parameters")
     stems = {p.stem: p for p in notebook_paths(notebooks_dir)}
     for stem, params in profile_params.items():
         if stem not in stems:
@@ -80,20 +94,48 @@ def load_profile(profile: str, notebooks_dir: Path = NOTEBOOKS) -> dict[str, dic
         unknown = set(params or {}) - set(known)
         if unknown:
             raise SystemExit(f"{path}: {stem} has no parameter(s) {sorted(unknown)}; its parameters are {sorted(known)}")
+        for name, value in (params or {}).items():
+            check_type(f"{path}: {stem}", name, value, known[name]["default"])
     return {stem: dict(params or {}) for stem, params in profile_params.items()}
+
+
+def check_type(where: str, name: str, value, default: str) -> None:
+    """SystemExit unless ``value`` has the type of the parameter's ``default`` (its source text, as papermill reads
+    it): a number for a number, a string for a string, a list for a list, ... None, a default of None and a default
+    that is no literal go with anything."""
+    try:
+        expected = ast.literal_eval(default)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return
+    if expected is None or value is None:  # None often means "the default behaviour": take it for any parameter
+        return
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list, tuple), tuple: (list, tuple),
+             dict: (dict,)}.get(type(expected))
+    if kinds is None or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+        return
+    raise SystemExit(f"{where}: {name} must be {_KIND_NAMES[type(expected)]} like the notebook's default {default}, "
+                     f"got {value!r}")
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               tuple: "a list", dict: "a mapping"}
 
 
 def check_overrides(paths: list[Path], overrides: dict) -> dict[str, set[str]]:
     """Each selected notebook's parameter names; SystemExit if an override names none of them."""
-    known = {p.stem: set(papermill.inspect_notebook(str(p))) for p in paths}
+    parameters = {p.stem: papermill.inspect_notebook(str(p)) for p in paths}
+    known = {stem: set(params) for stem, params in parameters.items()}
     valid = sorted(set().union(*known.values()) - set(RUNNER_PARAMS))
-    for name in overrides:
+    for name, value in overrides.items():
         if name in RUNNER_PARAMS:
             raise SystemExit(f"--param {name}: {name!r} is set by the runner (use --profile); "
                              f"the selected notebooks' parameters are: {', '.join(valid)}")
         if not any(name in names for names in known.values()):
             raise SystemExit(f"--param {name}: no selected notebook has a parameter {name!r}; "
                              f"the selected notebooks' parameters are: {', '.join(valid)}")
+        for stem, params in parameters.items():
+            if name in params:
+                check_type(f"--param {name}={value!r} for {stem}", name, value, params[name]["default"])
     return known
 
 
@@ -155,9 +197,15 @@ def run_study(profile: str, only: str | None = None, overrides: dict | None = No
 
 
 def publish(run: NotebookRun, profile: str, reference_root: Path = REFERENCE) -> Path:
-    """Copy a successful run's CSV tables and PNG figures to reference/<profile>/<stem>/ with provenance.json."""
+    """Copy a successful run's CSV tables and PNG figures to reference/<profile>/<stem>/ with provenance.json.
+
+    In the smoke profile the reference is the executed notebook instead (``publish_executed_copy``): its tables are
+    its outputs, and a reference folder of a smoke run would have no findings to hold.
+    """
     if not run.ok:
         raise ValueError(f"{run.notebook} failed ({run.error}); only a successful run is published")
+    if profile == "smoke":
+        return publish_executed_copy(run, reference_root / profile)
     target = reference_root / profile / run.notebook
     target.mkdir(parents=True, exist_ok=True)
     for old in target.iterdir():
@@ -182,6 +230,50 @@ def publish(run: NotebookRun, profile: str, reference_root: Path = REFERENCE) ->
         "left_out": left_out,
     })
     return target
+
+
+def publish_executed_copy(run: NotebookRun, folder: Path) -> Path:
+    """Write the executed notebook to ``folder/<stem>.ipynb`` for nbval to re-run and compare, with its outputs and
+    papermill's injected-parameters cell, and without what differs from one machine or run to the next.
+
+    Absolute paths become relative to the copy: ``out_dir`` then still names ``results/<profile>/<stem>/`` when nbval
+    runs the copy from its own folder, the checkout becomes ``../..`` and the home folder ``~``. Papermill's and the
+    kernel's timestamps and durations go; so do the outputs of cells marked ``# NBVAL_IGNORE_OUTPUT``, which mark
+    what changes from run to run (timings, the run cache's path, what the sweep trained or read back).
+    """
+    notebook = nbformat.read(run.executed, as_version=4)
+    for key in RUN_METADATA:
+        notebook.metadata.get("papermill", {}).pop(key, None)
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type == "code" and has_marker(cell.source, IGNORE_OUTPUT):
+            cell.outputs = []
+    relative = {str(run.outputs.resolve()): os.path.relpath(run.outputs.resolve(), folder.resolve()),
+                str(REPO): os.path.relpath(REPO, folder.resolve()), str(Path.home()): "~"}
+    copy = folder / f"{run.notebook}.ipynb"
+    records.write_bytes_atomic(copy, (nbformat.writes(_replaced(notebook, relative)) + "\n").encode())
+    return copy
+
+
+def has_marker(source: str, marker: str) -> bool:
+    """Whether a cell carries an nbval comment marker (a comment line holding just the marker, as nbval reads it)."""
+    comments = (line.strip() for line in source.splitlines() if line.strip().startswith("#"))
+    return any(comment.lstrip("#").strip() == marker for comment in comments)
+
+
+def _replaced(node, replacements: dict[str, str]):
+    """``node`` (a notebook, or any part of one) with every string's ``replacements`` made; images are left alone."""
+    if isinstance(node, str):
+        for old, new in replacements.items():
+            node = node.replace(old, new)
+        return node
+    if isinstance(node, list):
+        return [_replaced(item, replacements) for item in node]
+    if isinstance(node, dict):
+        return type(node)((key, value if key.startswith("image/") else _replaced(value, replacements))
+                          for key, value in node.items())
+    return node
 
 
 def summary_text(runs: list[NotebookRun]) -> str:

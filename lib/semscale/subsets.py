@@ -114,18 +114,40 @@ def default_n_max(labels, imbalance_factor: float, profile: str = "exp") -> floa
     return float(min(len(labels) / len(available), np.min(available / shares)))
 
 
-def long_tailed_indices(labels, imbalance_factor: float, n_max: float | None = None, profile: str = "exp", seed: int = 0) -> Subset:
+def long_tailed_indices(labels, imbalance_factor: float, n_max: float | None = None, profile: str = "exp", seed: int = 0,
+                        allow_empty: bool = False) -> Subset:
     """LDAM-DRW's long-tailed subset (IMBALANCECIFAR10/100 with ``rand_number=seed``), bit for bit.
 
     ``n_max`` defaults to :func:`default_n_max` (LDAM's ``len(labels) / C`` on balanced data).
-    Indices are concatenated in class order.
+    Indices are concatenated in class order. An imbalance so large that a class gets no image is a ValueError
+    naming the largest the data allow (:func:`largest_imbalance`); ``allow_empty=True`` gives LDAM's subset anyway.
     """
     labels = _labels_np(labels)
     num_classes = len(np.unique(labels))
+    given = n_max
     if n_max is None:
         n_max = default_n_max(labels, imbalance_factor, profile)
     counts = long_tailed_counts(num_classes, imbalance_factor, n_max, profile)
+    if min(counts) < 1 and not allow_empty:
+        empty = [c for c, n in enumerate(counts) if n < 1]
+        raise ValueError(f"imbalance {imbalance_factor:g} leaves class(es) {empty} without an image (n_max {n_max:g}); "
+                         f"the largest imbalance these data allow is {largest_imbalance(labels, given, profile):g}")
     return make_subset(_ldam_select(labels, counts, seed))
+
+
+def largest_imbalance(labels, n_max: float | None = None, profile: str = "exp") -> int:
+    """The largest integer imbalance factor whose long-tailed subset of ``labels`` keeps an image in every class."""
+    labels = _labels_np(labels)
+    num_classes = len(np.unique(labels))
+
+    def fits(factor: int) -> bool:
+        top = default_n_max(labels, factor, profile) if n_max is None else n_max
+        return min(long_tailed_counts(num_classes, factor, top, profile)) >= 1
+
+    factor = max(1, int(default_n_max(labels, 1e9, profile) if n_max is None else n_max))  # the tail gets n_max / IF
+    while factor > 1 and not fits(factor):
+        factor -= 1
+    return factor
 
 
 def per_class_indices(labels, counts: Sequence[int], seed: int = 0) -> Subset:

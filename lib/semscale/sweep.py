@@ -6,13 +6,23 @@
 
 * ``run`` trains each config into ``root/<readable-name>-<hash>/`` (:mod:`semscale.cache`), so the same config
   lands in the same folder from any notebook; each run goes through :func:`semscale.cli.train_run`, as on the
-  command line. A complete run is read back, an interrupted one resumes from its checkpoint, a failing
-  one (bad config, NaN loss, out of memory) is recorded in ``failed.json`` and the others go on (it is tried
-  again on the next call). One log line per run; no progress bars from workers.
+  command line. A complete run is read back, an interrupted one resumes from its checkpoint, a damaged one
+  (a record file missing or cut off, a checkpoint that is no checkpoint) is moved aside and trained again. A
+  failing run (bad config, a loss or scale that is no longer finite, out of memory) is recorded in
+  ``failed.json`` and the others go on. A run that failed by itself is not tried again on the next call
+  (``retry_failed=True`` does, and so does a change of the code); one that failed for want of memory, disk or data,
+  or whose worker was killed, is. One log line per run; no progress bars from workers.
+* Each run is trained holding its folder's lock (:func:`semscale.cache.run_lock`), so sweeps on one root can run
+  at once: a run that another process is training is left for last, then waited for and read back.
 * ``jobs=K`` runs K configs at once in spawned worker processes (CUDA: K processes on one GPU). CPU kernels
   give bit-different results with different thread counts (measured: a CNN after 20 Adam steps differs
   between 1 and 2 threads), so each run's thread count is ``threads`` (default: the cores split between the
   jobs) and is recorded; with the same ``threads``, ``jobs=K`` equals ``jobs=1`` bit for bit.
+* Stopping: Ctrl-C or SIGTERM starts no new run, lets every running run save its checkpoint (or finish, if it is
+  writing its record) and raises :class:`SweepInterrupted`, whose one line says what was kept; calling ``run``
+  again resumes. Workers die with
+  the sweep's process (Linux's parent-death signal; elsewhere a thread that watches the parent), checkpointing
+  first, so a killed sweep leaves no process behind.
 * ``executor="slurm"`` sends the runs to a Slurm cluster through submitit (``Slurm`` sets partition, GPUs,
   time and runs per job); ``Slurm(cluster="local")`` or ``"debug"`` uses submitit's local executors.
 * Every run.json records a sha256 of the ``semscale`` sources; a cached run made by other code is reported
@@ -21,15 +31,19 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import collections
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import itertools
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
-import shutil
+import signal
+import sys
+import threading
 import time
 import traceback
 import warnings
@@ -37,16 +51,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import filelock
 import torch
+from tqdm import tqdm
 
-from . import records
-from .cache import run_complete, run_name
-from .checkpoint import TrainingInterrupted
+from . import cache, records
+from .cache import run_name
+from .checkpoint import StopRequest, TrainingInterrupted
 from .cli import train_run
 from .config import ConfigError, TrainConfig, first_stage
+from .data import DatasetError
 
 STATUSES = ("trained", "resumed", "cached", "failed", "submitted")
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# failures of the run's surroundings (memory, disk, files, the data), which may be gone on the next call: tried again
+TRANSIENT = (MemoryError, torch.OutOfMemoryError, OSError, DatasetError)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -86,6 +105,8 @@ def grid(base: TrainConfig | dict, **axes) -> list[Point]:
     _check_names(fields, "base")
     options = []
     for axis, values in axes.items():
+        if isinstance(values, (dict, list, tuple, range)) and not len(values):
+            raise ConfigError(f"axis {axis!r} is empty: the grid would have no point (give it at least one value)")
         if isinstance(values, dict):
             for name, subset in values.items():
                 if not isinstance(subset, dict):
@@ -150,9 +171,16 @@ class Slurm:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class SweepInterrupted(TrainingInterrupted):
+    """The sweep stopped early (a signal, or a run's ``stop_after_epoch``); the message says what was kept."""
+
+
 def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, threads: int | None = None,
-        executor: str = "local", slurm: Slurm | None = None, stale: str = "warn", log=print) -> list[Result]:
-    """Train every point into ``root`` (see the module docstring); returns one Result per point, in order."""
+        executor: str = "local", slurm: Slurm | None = None, stale: str = "warn", retry_failed: bool = False,
+        log=print) -> list[Result]:
+    """Train every point into ``root`` (see the module docstring); returns one Result per point, in order.
+
+    ``retry_failed``: train the runs that failed on an earlier call again (otherwise they are reported as failed)."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
     if stale not in ("warn", "rerun"):
@@ -161,20 +189,20 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     root = Path(root)
     start = time.perf_counter()
-    results = [_prepare(p, root) for p in points]
-    source, stale_names, todo = records.source_sha256(), [], {}
+    results = [_prepare(p, root, retry_failed) for p in points]
+    source, stale_names, rerun, todo = records.source_sha256(), [], set(), {}
     for r in results:
+        if r.status == "cached" and (r.path / "checkpoint.pt").exists():
+            _tidy(r.path, log)
         if r.status == "cached" and r.record.get("source_sha256") != source:
             if stale == "rerun":
-                _move_aside(r.path, r.record)
+                rerun.add(r.name)
                 r.status, r.record = "trained", None
             else:
                 stale_names.append(r.name)
         if r.status in ("trained", "resumed"):
             todo.setdefault(r.name, []).append(r)
-        elif r.status == "cached":
-            _log_result(r, log)
-        elif r.status == "failed":  # an invalid config
+        else:  # cached, or failed (an invalid config, or a failure recorded before)
             _log_result(r, log)
     if stale_names:
         warnings.warn(f"{len(stale_names)} cached run(s) were made by other semscale code (source sha256 differs), "
@@ -185,21 +213,24 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
     second = [r for r in leaders if r.config.second_stage != "none"]
     first = [r for r in leaders if r.config.second_stage == "none"]
     for r in second:
-        hidden = _prepare(first_stage(r.config), root)  # where cli.first_stage_dir puts it
+        hidden = _prepare(first_stage(r.config), root, retry_failed)  # where cli.first_stage_dir puts it
         if hidden.status in ("trained", "resumed") and hidden.name not in todo and all(h.name != hidden.name for h in first):
             first.append(hidden)
-    for batch in (first, second):
-        if executor == "slurm":
-            if batch is second and not (slurm or Slurm()).wait:
-                for r in second:
-                    _finish_result(r, None, "second stage not run: its first stage was submitted (wait=False); "
-                                   "call run() again when the Slurm jobs have finished", 0.0, log)
-                continue
-            _run_slurm(batch, root, slurm or Slurm(), threads, log)
-        elif jobs == 1:
-            _run_here(batch, threads, log)
-        else:
-            _run_workers(batch, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), log)
+    try:
+        for batch in (first, second):
+            if executor == "slurm":
+                if batch is second and not (slurm or Slurm()).wait:
+                    for r in second:
+                        _finish_result(r, Outcome("failed", error="second stage not run: its first stage was submitted "
+                                                  "(wait=False); call run() again when the Slurm jobs have finished"), log)
+                    continue
+                _run_slurm(batch, root, slurm or Slurm(), threads, rerun, log)
+            elif jobs == 1:
+                _run_here(batch, threads, rerun, log)
+            else:
+                _run_workers(batch, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), rerun, log)
+    except _Stopped as stop:
+        raise SweepInterrupted(_interruption(stop.reason, results, root), root, stop.signum) from None
     for group in todo.values():  # the same config twice in the list: trained once
         for r in group[1:]:
             r.status, r.seconds, r.record, r.error = group[0].status, group[0].seconds, group[0].record, group[0].error
@@ -214,8 +245,9 @@ def cached(points: Iterable[Point | TrainConfig | dict], root) -> list[Result]:
     return [r for r in (_prepare(p, Path(root)) for p in points) if r.status == "cached"]
 
 
-def _prepare(point, root: Path) -> Result:
-    """A Result with the folder and what is to be done: cached (complete), resumed, trained or failed (bad config)."""
+def _prepare(point, root: Path, retry_failed: bool = False) -> Result:
+    """A Result with the folder and what is to be done: cached (complete), resumed, trained, or failed (a bad config,
+    which gets no folder, or a failure recorded before and not to be retried)."""
     if isinstance(point, Point):
         fields, labels = point.fields, dict(point.labels)
     elif isinstance(point, TrainConfig):
@@ -226,28 +258,50 @@ def _prepare(point, root: Path) -> Result:
         config = fields if isinstance(fields, TrainConfig) else TrainConfig(**fields)
     except (ConfigError, TypeError) as e:
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        path = root / f"invalid-{digest}"
-        _write_failure(path, str(e), fields)
-        return Result(path.name, path, labels, None, "failed", error=f"invalid config: {e}")
+        return Result(f"invalid-{digest}", root / f"invalid-{digest}", labels, None, "failed", error=f"invalid config: {e}")
     name = run_name(config)
     path = root / name
-    if run_complete(path):
-        return Result(name, path, labels, config, "cached", record=json.loads((path / "run.json").read_text()))
+    state = cache.inspect_run(path)
+    if state.complete:
+        return Result(name, path, labels, config, "cached", record=state.record)
+    error = None if retry_failed or state.problem else _failed_before(path)
+    if error:
+        return Result(name, path, labels, config, "failed", error=f"{error} (failed before, see failed.json; "
+                                                                  f"sweep.run(..., retry_failed=True) trains it again)")
     return Result(name, path, labels, config, "resumed" if (path / "checkpoint.pt").exists() else "trained")
 
 
-def _move_aside(path: Path, record: dict) -> None:
-    """Keep a stale run (nothing written is lost) under <name>.stale-<its source hash>."""
-    aside = path.with_name(f"{path.name}.stale-{str(record.get('source_sha256', 'unknown'))[:8]}")
-    if aside.exists():
-        shutil.rmtree(aside)
-    path.rename(aside)
+def _failed_before(path: Path) -> str | None:
+    """The last line of the error recorded in path/failed.json if the run is not to be tried again: it failed by
+    itself (not for want of memory, disk or data: ``retry``) with the code that runs now (a change may fix it)."""
+    try:
+        failure = json.loads((path / "failed.json").read_text())
+        if failure.get("retry", True) or failure.get("source_sha256") != records.source_sha256():
+            return None
+        return str(failure["error"]).strip().splitlines()[-1]
+    except (OSError, ValueError, AttributeError, KeyError, IndexError):
+        return None
 
 
-def _write_failure(path: Path, error: str, config) -> None:
-    fields = dataclasses.asdict(config) if isinstance(config, TrainConfig) else config
-    records.write_json_atomic(path / "failed.json", {"error": error, "config": fields,
-                                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+def _tidy(path: Path, log) -> None:
+    """Move a checkpoint left beside a complete run aside, unless the run's own process is about to delete it."""
+    lock = cache.run_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return
+    try:
+        moved = cache.set_aside_damage(path)
+    finally:
+        lock.release()
+    if moved:
+        log(moved)
+
+
+def _write_failure(path: Path, error: str, config: TrainConfig, retry: bool) -> None:
+    records.write_json_atomic(path / "failed.json", {
+        "error": error, "config": dataclasses.asdict(config), "retry": retry, "source_sha256": records.source_sha256(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _log_result(r: Result, log) -> None:
@@ -271,93 +325,373 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def train_one(config: TrainConfig, out: Path) -> tuple[dict | None, str | None]:
-    """Train (or resume) one run into ``out`` (:func:`semscale.cli.train_run`): (record, None), or (None, error text)
-    if it failed. TrainingInterrupted and KeyboardInterrupt propagate: an interrupted sweep stops, its checkpoints kept.
-    """
+# ---------------------------------------------------------------------------------------------------------
+# one run, holding its folder's lock
+
+
+@dataclass
+class Outcome:
+    """What :func:`train_one` did: ``status`` is trained, resumed, cached or failed; or busy (another process holds
+    the folder's lock), interrupted (checkpointed: a signal or stop_after_epoch) or stopped (by a signal before or
+    after its training loop). ``notes``: what was done to the folder first (a damaged run moved aside, ...)."""
+
+    status: str
+    record: dict | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def train_one(config: TrainConfig, out: Path, *, wait: bool = True, rerun_stale: bool = False) -> Outcome:
+    """Train, resume or read back one run in ``out`` holding the folder's lock (``wait=False``: status busy if
+    another process holds it). Under the lock the folder is looked at anew: a complete run is read back (or, with
+    ``rerun_stale`` and made by other code, moved aside), a damaged one moved aside. A failure is recorded in
+    failed.json; TrainingInterrupted and KeyboardInterrupt propagate (the run keeps its checkpoint)."""
+    start = time.perf_counter()
+    lock = cache.run_lock(out)
     try:
-        record = train_run(config, out, resume=(out / "checkpoint.pt").exists())
+        lock.acquire(timeout=-1 if wait else 0)
+    except filelock.Timeout:
+        return Outcome("busy")
+    try:
+        with _holding_run():
+            return _train_locked(config, out, rerun_stale, start)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: TrainConfig, out: Path, rerun_stale: bool, start: float) -> Outcome:
+    """train_one's work once it holds the folder's lock."""
+    notes, state = [], cache.inspect_run(out)
+    if state.complete and rerun_stale and state.record.get("source_sha256") != records.source_sha256():
+        aside = cache.set_aside(out, f"stale-{str(state.record.get('source_sha256', 'unknown'))[:8]}")
+        notes.append(f"{out.name} was made by other semscale code: moved aside to {aside.name}, trained again")
+    moved = cache.set_aside_damage(out)
+    if moved:
+        notes.append(moved)
+    state = cache.inspect_run(out)
+    if state.complete:
+        return Outcome("cached", state.record, notes=notes)
+    resumed = (out / "checkpoint.pt").exists()
+    try:
+        record = train_run(config, out, resume=resumed)
     except (TrainingInterrupted, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
         error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-        _write_failure(out, error, config)
-        return None, error
+        _write_failure(out, error, config, retry=isinstance(e, TRANSIENT))
+        return Outcome("failed", error=error, seconds=time.perf_counter() - start, notes=notes)
     (out / "failed.json").unlink(missing_ok=True)
-    return record, None
+    return Outcome("resumed" if resumed else "trained", record, seconds=time.perf_counter() - start, notes=notes)
 
 
-def _finish_result(r: Result, record: dict | None, error: str | None, seconds: float, log) -> None:
-    r.record, r.error, r.seconds = record, error, seconds
-    if record is None:
-        r.status = "failed"
+def _finish_result(r: Result, outcome: Outcome, log) -> None:
+    for note in outcome.notes:
+        log(note)
+    r.record, r.error, r.seconds = outcome.record, outcome.error, outcome.seconds
+    r.status = outcome.status if outcome.record is not None else "failed"
     _log_result(r, log)
 
 
-def _run_here(results: list[Result], threads: int | None, log) -> None:
-    with _torch_threads(threads):
-        for r in results:
-            start = time.perf_counter()
-            record, error = train_one(r.config, r.path)
-            _finish_result(r, record, error, time.perf_counter() - start, log)
+# ---------------------------------------------------------------------------------------------------------
+# stopping: signals to the sweep, and workers that die with it
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
+class _Stopped(BaseException):
+    """The sweep (or a worker) was asked to stop; ``reason`` is the signal's name or the run's own reason."""
+
+    def __init__(self, reason: str = "", signum: int | None = None):
+        super().__init__(reason)
+        self.reason, self.signum = reason, signum
 
 
-_INTERRUPTED = "interrupted:"
+class _StopSignals:
+    """SIGINT and SIGTERM while a sweep runs (main thread only). The first is kept in ``signum``; later ones change
+    nothing (``timeout`` sends its SIGTERM twice). The sweep's parent of workers only notes it. A process that
+    trains (``trains=True``: a worker, or a sweep with jobs=1) stops where it is, unless it holds a run
+    (:func:`_holding_run`): then the run's training loop gets the signal as soon as it runs, and saves a checkpoint,
+    while a run past its loop (writing its record) finishes; the caller stops after the run."""
+
+    active: _StopSignals | None = None  # the one installed in this process
+
+    def __init__(self, trains: bool):
+        self.trains, self.signum, self.holding_run, self.forwarding = trains, None, False, False
+
+    def __call__(self, signum, frame):
+        self.signum = self.signum or signum
+        if not self.trains:
+            return
+        if not self.holding_run:
+            raise self.stopped()
+        if not self.forwarding:
+            self.forwarding = True
+            threading.Thread(target=self._forward, name="semscale-forward-stop", daemon=True).start()
+
+    def _forward(self) -> None:
+        """Send the signal once, when the run's training loop has its own handler in place (it checkpoints)."""
+        while self.holding_run:
+            if isinstance(signal.getsignal(signal.SIGTERM), StopRequest):
+                os.kill(os.getpid(), self.signum)
+                return
+            time.sleep(0.05)
+
+    def stopped(self) -> _Stopped:
+        return _Stopped(signal.Signals(self.signum).name, self.signum)
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+            _StopSignals.active = self
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        if _StopSignals.active is self:
+            _StopSignals.active = None
 
 
-def _worker(config_fields: dict, out: str) -> tuple[dict | None, str | None, float]:
-    start = time.perf_counter()
+@contextlib.contextmanager
+def _holding_run():
+    """While this process holds a run's folder (from its lock to its last file), a stop signal waits for the run's
+    training loop instead of cutting the run off (a run stopped while it writes its record would lose its work)."""
+    stop = _StopSignals.active
+    if stop is None or not stop.trains:
+        yield
+        return
+    stop.holding_run = True
     try:
-        record, error = train_one(TrainConfig(**config_fields), Path(out))
-    except TrainingInterrupted as e:
-        record, error = None, f"{_INTERRUPTED} {e}"
-    return record, error, time.perf_counter() - start
-
-
-def _run_workers(results: list[Result], jobs: int, threads: int, log) -> None:
-    """Run in ``jobs`` spawned processes. A run interrupted in a worker (a signal, stop_after_epoch) keeps its
-    checkpoint, the runs not started are cancelled, and TrainingInterrupted is raised once the others stop, as with
-    jobs=1; on Ctrl-C the workers (same process group) checkpoint their runs before the sweep stops."""
-    context = multiprocessing.get_context("spawn")  # CUDA and threads are safe only in fresh processes
-    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,))
-    interrupted = []
-    try:
-        futures = {pool.submit(_worker, dataclasses.asdict(dataclasses.replace(r.config, progress=False)),
-                               str(r.path)): r for r in results}
-        for future in concurrent.futures.as_completed(futures):
-            r = futures[future]
-            if future.cancelled():
-                continue
-            try:
-                record, error, seconds = future.result()
-            except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                record, error, seconds = None, f"worker died: {type(e).__name__}: {e}", 0.0
-                _write_failure(r.path, error, r.config)
-            if error and error.startswith(_INTERRUPTED):
-                interrupted.append(r)
-                log(f"{r.name}: {error.splitlines()[0]}")
-                for other in futures:
-                    other.cancel()
-                continue
-            _finish_result(r, record, error, seconds, log)
+        yield
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if interrupted:
-        raise TrainingInterrupted(f"sweep interrupted: {len(interrupted)} run(s) checkpointed ({interrupted[0].name}, ...); "
-                                  f"run the sweep again to resume them", interrupted[0].path, None)
+        stop.holding_run = False
 
 
-def _train_chunk(chunk: list[tuple[dict, str]], threads: int | None) -> list[tuple[dict | None, str | None, float]]:
+def _interruption(reason: str, results: list[Result], root: Path) -> str:
+    """The one line a stopped sweep leaves: what is complete, checkpointed, failed and not started; how to resume."""
+    complete = [r for r in results if r.record is not None]
+    failed = [r for r in results if r.record is None and r.status == "failed"]
+    rest = [r for r in results if r.record is None and r.status != "failed"]
+    checkpointed = [r for r in rest if (r.path / "checkpoint.pt").exists()]
+    names = ", ".join(r.name for r in checkpointed[:3]) + (", ..." if len(checkpointed) > 3 else "")
+    return (f"sweep interrupted by {reason}: {len(checkpointed)} run(s) checkpointed" + (f" ({names})" if names else "")
+            + f", {len(complete)} complete, {len(failed)} failed, {len(rest) - len(checkpointed)} not started, in "
+            f"{root}; run the same sweep again to resume (complete runs are read back, checkpointed ones continue)")
+
+
+def _run_here(results: list[Result], threads: int | None, rerun: set[str], log) -> None:
+    """Train one run after the other in this process; a run another process is training is left for last."""
+    pending, waiting = collections.deque(results), []
+    with _torch_threads(threads), _StopSignals(trains=True) as signals:
+        while pending or waiting:
+            r, wait = (pending.popleft(), False) if pending else (waiting.pop(0), True)
+            if wait:
+                log(f"{r.name}: waiting for the other process that is training it")
+            try:
+                outcome = train_one(r.config, r.path, wait=wait, rerun_stale=r.name in rerun)
+            except TrainingInterrupted as e:
+                log(f"{r.name}: interrupted: {str(e).split('. ')[0]}")
+                raise _Stopped(str(e).split(":")[0], e.signum) from None
+            if outcome.status == "busy":
+                waiting.append(r)
+            else:
+                _finish_result(r, outcome, log)
+            if signals.signum:  # it came while the run wrote its record: the run is complete, the sweep stops
+                raise signals.stopped()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker get one SIGTERM when the sweep's process dies: Linux's parent-death signal, or where there is
+    none, a thread that polls the parent's id (one signal only: a second one would stop the run's checkpointing). In
+    its own process group, so that Ctrl-C reaches only the sweep, which stops its workers itself, once."""
+    os.setpgrp()
+    try:
+        armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        armed = False
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if not armed:
+        threading.Thread(target=watch, name="semscale-watch-parent", daemon=True).start()
+    elif os.getppid() != parent:  # it died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(connection, threads: int, parent: int) -> None:
+    """A worker process: take a run from ``connection``, train it, send back its Outcome; None ends it. SIGTERM
+    (from the sweep, or the parent-death signal) checkpoints a run in training and ends the worker."""
+    _die_with_parent(parent)
+    torch.set_num_threads(threads)
+    tqdm.set_lock(threading.RLock())  # no bars here; tqdm's default lock is a semaphore, which os._exit would leak
+    code = 1
+    try:
+        with _StopSignals(trains=True) as signals:
+            _serve(connection, parent, signals)
+        code = 0
+    except Exception:  # noqa: BLE001 - a bug: show it before the quick exit below
+        traceback.print_exc()
+    finally:  # everything is on disk: skip the interpreter's teardown (seconds with torch loaded on a busy machine)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve(connection, parent: int, signals: _StopSignals) -> None:
+    """Answer each run with (its Outcome, whether this worker ends now: it got a stop signal)."""
+    with contextlib.suppress(_Stopped, EOFError, OSError):
+        while (task := connection.recv()) is not None:
+            fields, out, wait, rerun_stale = task
+            try:
+                outcome = train_one(TrainConfig(**fields), Path(out), wait=wait, rerun_stale=rerun_stale)
+            except TrainingInterrupted as e:
+                outcome = Outcome("interrupted", error=str(e))
+            except _Stopped as e:
+                outcome = Outcome("stopped", error=f"{e.reason}: stopped before its training loop")
+            if os.getppid() != parent:  # the sweep is gone: nobody reads the outcome
+                return
+            connection.send((outcome, signals.signum is not None))
+            if signals.signum:
+                return
+
+
+class _Worker:
+    """A spawned worker process and the run it is training (``current``)."""
+
+    def __init__(self, context, threads: int):
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(theirs, threads, os.getpid()), name="semscale-worker")
+        self.process.start()
+        theirs.close()
+        self.current: Result | None = None
+
+    def give(self, r: Result, wait: bool, rerun_stale: bool) -> None:
+        self.current = r
+        fields = dataclasses.asdict(dataclasses.replace(r.config, progress=False))
+        self.connection.send((fields, str(r.path), wait, rerun_stale))
+
+    def outcome(self) -> tuple[Outcome | None, bool]:
+        """(the outcome it sent, whether it ends: it got a stop signal); (None, True) if it died without one. Call it
+        when its connection or its sentinel is ready."""
+        try:
+            return self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            return None, True
+
+
+def _run_workers(results: list[Result], jobs: int, threads: int, rerun: set[str], log) -> None:
+    """Run in ``jobs`` spawned worker processes, one run at a time each (none waits in a queue). A run interrupted
+    in a worker (a signal, stop_after_epoch) keeps its checkpoint and no new run starts; on SIGINT/SIGTERM the
+    sweep sends each busy worker one SIGTERM, so that it checkpoints. _Stopped is raised once every worker is idle."""
+    context = multiprocessing.get_context("spawn")  # CUDA and threads are safe only in fresh processes
+    pending, waiting, workers = collections.deque(results), [], []
+    stop: _Stopped | None = None
+    with _StopSignals(trains=False) as signals:
+        try:
+            while True:
+                if signals.signum and stop is None:
+                    stop = signals.stopped()
+                    for w in workers:
+                        if w.current is not None:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(w.process.pid, signal.SIGTERM)
+                while stop is None and (pending or waiting):
+                    idle = next((w for w in workers if w.current is None), None)
+                    if idle is None and len(workers) < jobs:
+                        idle = _Worker(context, threads)
+                        workers.append(idle)
+                    if idle is None:
+                        break
+                    r, wait = (pending.popleft(), False) if pending else (waiting.pop(0), True)
+                    if wait:
+                        log(f"{r.name}: waiting for the other process that is training it")
+                    try:
+                        idle.give(r, wait, r.name in rerun)
+                    except OSError:  # it died idle: the run goes to the next worker
+                        if wait:
+                            waiting.insert(0, r)
+                        else:
+                            pending.appendleft(r)
+                        workers.remove(idle)
+                busy = [w for w in workers if w.current is not None]
+                if not busy:
+                    break
+                ready = multiprocessing.connection.wait([w.connection for w in busy] + [w.process.sentinel for w in busy],
+                                                        timeout=0.2)
+                for w in [w for w in busy if w.connection in ready or w.process.sentinel in ready]:
+                    stopped = _take_outcome(w, workers, waiting, stop is not None, log)
+                    stop = stop or stopped  # the first reason holds
+        finally:
+            _shut_down(workers)
+    if stop is not None:
+        raise stop
+
+
+def _take_outcome(w: _Worker, workers: list[_Worker], waiting: list[Result], stopping: bool, log) -> _Stopped | None:
+    """Book what worker ``w`` did with its run (a worker that ends leaves ``workers``; a busy run joins ``waiting``);
+    a _Stopped if that stops the sweep."""
+    r, (outcome, ends) = w.current, w.outcome()
+    w.current = None
+    if ends:
+        workers.remove(w)
+        w.process.join(5)
+        w.connection.close()
+    if outcome is None:  # killed: out of memory, or a signal from outside
+        if not stopping:
+            code = w.process.exitcode
+            error = (f"worker killed by {signal.Signals(-code).name} (out of memory?)" if code and code < 0
+                     else f"worker died with exit code {code} (its error is on the sweep's stderr)")
+            _write_failure(r.path, error, r.config, retry=True)
+            _finish_result(r, Outcome("failed", error=error), log)
+    elif outcome.status == "busy":
+        waiting.append(r)
+    elif outcome.status in ("interrupted", "stopped"):
+        log(f"{r.name}: {outcome.status}: {outcome.error.split('. ')[0]}")
+        return _Stopped(outcome.error.split(":")[0], None)
+    else:
+        _finish_result(r, outcome, log)
+        if ends:  # a signal reached the worker (not through the sweep) while it wrote the run's record
+            return _Stopped("a signal to a worker", None)
+    return None
+
+
+def _shut_down(workers: list[_Worker]) -> None:
+    """End every worker: idle ones on request, busy ones (an error in the sweep) by SIGTERM, which checkpoints."""
+    for w in workers:
+        with contextlib.suppress(OSError, ValueError):
+            if w.current is None:
+                w.connection.send(None)
+            else:
+                os.kill(w.process.pid, signal.SIGTERM)
+    for w in workers:
+        w.process.join(timeout=60)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join()
+        w.connection.close()
+
+
+def _slurm_task(fields: dict, out: str, rerun_stale: bool) -> Outcome:
+    try:
+        return train_one(TrainConfig(**fields), Path(out), rerun_stale=rerun_stale)
+    except TrainingInterrupted as e:
+        return Outcome("failed", error=f"interrupted: {e}")
+
+
+def _train_chunk(chunk: list[tuple[dict, str, bool]], threads: int | None) -> list[Outcome]:
     """A Slurm job's work: its runs one after the other."""
     with _torch_threads(threads):
-        return [_worker(fields, out) for fields, out in chunk]
+        return [_slurm_task(*task) for task in chunk]
 
 
-def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | None, log) -> None:
+def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | None, rerun: set[str], log) -> None:
     import submitit
 
     if not results:
@@ -370,8 +704,8 @@ def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | N
     executor.update_parameters(**params)
     size = max(1, slurm.runs_per_job)
     chunks = [results[i:i + size] for i in range(0, len(results), size)]
-    payloads = [[(dataclasses.asdict(dataclasses.replace(r.config, progress=False)), str(r.path)) for r in chunk]
-                for chunk in chunks]
+    payloads = [[(dataclasses.asdict(dataclasses.replace(r.config, progress=False)), str(r.path), r.name in rerun)
+                 for r in chunk] for chunk in chunks]
     with executor.batch():
         jobs = [executor.submit(_train_chunk, payload, threads) for payload in payloads]
     for chunk, job in zip(chunks, jobs):
@@ -384,6 +718,6 @@ def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | N
         try:
             outcomes = job.result()
         except Exception as e:  # noqa: BLE001 - the job itself failed (timeout, node failure)
-            outcomes = [(None, f"slurm job {job.job_id} failed: {e}", 0.0)] * len(chunk)
-        for r, (record, error, seconds) in zip(chunk, outcomes):
-            _finish_result(r, record, error, seconds, log)
+            outcomes = [Outcome("failed", error=f"slurm job {job.job_id} failed: {e}")] * len(chunk)
+        for r, outcome in zip(chunk, outcomes):
+            _finish_result(r, outcome, log)

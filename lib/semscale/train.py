@@ -24,7 +24,6 @@ Two-stage configs (``second_stage``) go through :func:`semscale.cli.train_run`.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -47,7 +46,7 @@ from .drift import DriftRecorder
 from .models import Airbench
 from .pool import stage
 
-__all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "Hooks", "train"]
+__all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "TrainingDiverged", "Hooks", "train"]
 
 
 @dataclass
@@ -181,17 +180,42 @@ def train_class_accuracy(run: Run, state: EpochState) -> np.ndarray:
     return state.correct.cpu().numpy() / np.maximum(drawn, 1)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The run's loss, weights or semantic scales stopped being finite numbers: its results would be garbage."""
+
+
+def check_finite(run: Run, epoch: int, pool: pd.DataFrame | None) -> None:
+    """TrainingDiverged unless the network's parameters and the epoch's ``pool`` table (S′, W, S and the volumes;
+    DSB's weights when it weights) are finite. A class of one image has a finite S of 0 and, outside DSB, an
+    undefined weight, which is no divergence."""
+    c = run.config
+    broken = [name for name, p in run.model.named_parameters() if not torch.isfinite(p).all()]
+    what = f"the network's {', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}" if broken else None
+    if what is None and pool is not None:
+        columns = ["S_prime", "W", "S", "volume"] + (["weight"] if c.dsb else [])
+        bad = [k for k in columns if not np.isfinite(pool[k].to_numpy()).all()]
+        if bad:
+            classes = pool["class"][~np.isfinite(pool[bad[0]].to_numpy())].tolist()
+            what = f"the feature pool's {', '.join(bad)} (classes {classes[:10]}{' ...' if len(classes) > 10 else ''})"
+    if what:
+        raise TrainingDiverged(f"training diverged in epoch {epoch}: {what} are not finite (learning rate {c.lr:g}: "
+                               f"try a lower one); nothing was recorded as complete")
+
+
 def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
     """After a complete epoch: CDB update, pool and epoch rows, evaluation when due, the hooks' ``after_epoch``.
     Returns the test metrics or None."""
     c, n = run.config, len(run.data.train_labels)
     train_loss = float(state.loss_sum) / n  # the epoch's one host read of the running sums
     if not math.isfinite(train_loss):
-        raise FloatingPointError(f"training loss is {train_loss} in epoch {state.epoch}: lower the learning rate?")
+        raise TrainingDiverged(f"training diverged in epoch {state.epoch}: the training loss is {train_loss} "
+                               f"(learning rate {c.lr:g}: try a lower one); nothing was recorded as complete")
     if c.reweight == "cdb":
         run.loss.update_class_accuracy(torch.from_numpy(heldout_accuracy(run)))
-    if run.pool is not None:
-        history["pool"] += pool_table(run, state.epoch).to_dict("records")
+    pool = pool_table(run, state.epoch) if run.pool is not None else None
+    check_finite(run, state.epoch, pool)
+    if pool is not None:
+        history["pool"] += pool.to_dict("records")
     start = time.perf_counter()
     test = evaluate(run) if state.epoch == c.epochs or (c.eval_every and state.epoch % c.eval_every == 0) else None
     history["train_seconds"] += state.seconds
@@ -227,11 +251,16 @@ def _start(config: TrainConfig, out: Path, resume: bool, hooks):
     checkpoint_path, run_path = out / "checkpoint.pt", out / "run.json"
     if not resume and (checkpoint_path.exists() or run_path.exists()):
         raise FileExistsError(f"{out} already holds a run: resume it (--resume) or choose another --out")
-    if resume and cache.run_complete(out):
-        record = json.loads(run_path.read_text())
-        checkpoint.check_same_config(record["config"], resolve(config, np.asarray(record["subset"]["class_counts"])))
-        return record
-    saved = checkpoint.read(checkpoint_path) if resume and checkpoint_path.exists() else None
+    moved = cache.set_aside_damage(out) if resume else None
+    if moved:
+        warnings.warn(moved, UserWarning, stacklevel=3)
+    if resume:
+        state = cache.inspect_run(out)
+        if state.complete:
+            counts = np.asarray(state.record["subset"]["class_counts"])
+            checkpoint.check_same_config(state.record["config"], resolve(config, counts))
+            return state.record
+    saved = _read_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     warn_combinations(config)
     device = resolve_device(config.device)
     train_data = pipeline.load_run_data(config, device)
@@ -241,7 +270,7 @@ def _start(config: TrainConfig, out: Path, resume: bool, hooks):
     if saved is not None:
         history = saved["history"]
     else:
-        if resume:
+        if resume and not moved:
             warnings.warn(f"no checkpoint in {out}: starting a new run", UserWarning, stacklevel=3)
         history = {"epochs": [], "pool": [], "train_seconds": 0.0, "wall_seconds": 0.0, "started": records.now()}
     hooks = list(hooks)
@@ -254,13 +283,25 @@ def _start(config: TrainConfig, out: Path, resume: bool, hooks):
     return run, 1, None, history
 
 
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return checkpoint.read(path)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever torch.load says of a broken file, the file is broken
+        raise cache.DamagedRun(f"{path} cannot be read as a checkpoint ({type(e).__name__}); move it aside (or delete "
+                               f"it) to train the run again from the start") from None
+
+
 def train(config: TrainConfig, out_dir, resume: bool = False, hooks: typing.Iterable[Hooks] = ()) -> dict:
     """Train one run into ``out_dir`` and return its record (also written to out_dir/run.json).
 
     ``resume``: continue from out_dir/checkpoint.pt (the config must match, see RESUMABLE_FIELDS); a finished
-    run returns its record; an empty out_dir starts a new run. Without ``resume`` an out_dir that already
-    holds a run is an error. Raises TrainingInterrupted after saving a checkpoint on SIGINT/SIGTERM or
-    ``stop_after_epoch``. ``hooks`` observe the run (:class:`semscale.build.Hooks`).
+    run returns its record; an empty out_dir starts a new run; a damaged one is moved aside first
+    (:func:`semscale.cache.set_aside_damage`). Without ``resume`` an out_dir that already holds a run is an error.
+    Raises TrainingInterrupted after saving a checkpoint on SIGINT/SIGTERM or ``stop_after_epoch``, and
+    TrainingDiverged when the loss, the network or the pool's scales stop being finite (nothing is recorded as
+    complete). ``hooks`` observe the run (:class:`semscale.build.Hooks`).
     """
     if config.second_stage != "none":
         raise ConfigError(f"second_stage {config.second_stage!r} is a two-stage run: train it with "
