@@ -119,14 +119,14 @@ def two_methods():
     plt.close("all")
 
 
-def test_run_words_counts_in_words():
-    assert lt.run_words("airbench-lt", "airbench-small", 1, [0], 2) == "airbench-lt, airbench-small, 1 epoch, n = 2, seed 0"
-    assert lt.run_words("p", "m", 30, [0, 1, 2]) == "p, m, 30 epochs, seeds 0, 1, 2"
+def test_grid_words_counts_in_words():
+    assert lt.grid_words("airbench-lt", "airbench-small", 1, [0], 2) == "airbench-lt, airbench-small, 1 epoch, n = 2, seed 0"
+    assert lt.grid_words("p", "m", 30, [0, 1, 2]) == "p, m, 30 epochs, seeds 0, 1, 2"
 
 
 def test_main_table_and_gain_figures_draw_one_row_per_method(two_methods):
     table = lt.main_table(two_methods)
-    fig = lt.plot_main_table(table, lt.dsb_effect(two_methods), ["CE", "LDAM-DRW"], lt.run_words("p", "cnn", 4, [0, 1, 2], 1))
+    fig = lt.plot_main_table(table, lt.dsb_effect(two_methods), ["CE", "LDAM-DRW"], lt.grid_words("p", "cnn", 4, [0, 1, 2], 1))
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["CE", "LDAM-DRW"]
     assert "without DSB (filled)" in figure_words(fig)
     order = ["CE+DSB", "LDAM-DRW", "LDAM-DRW+DSB"]

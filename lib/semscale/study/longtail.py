@@ -237,7 +237,7 @@ def measure_drift(config: TrainConfig, root, *, threads: int | None = 1) -> Drif
 # figures
 
 
-def run_words(protocol: str, model: str, epochs: int, seeds: Iterable[int], stage_epochs: int | None = None) -> str:
+def grid_words(protocol: str, model: str, epochs: int, seeds: Iterable[int], stage_epochs: int | None = None) -> str:
     """A figure's setting in words: "airbench-lt, airbench-small, 30 epochs, n = 2, seeds 0, 1, 2"."""
     seeds = list(seeds)
     n = f", n = {stage_epochs}" if stage_epochs is not None else ""
