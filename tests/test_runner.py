@@ -127,7 +127,8 @@ def test_param_goes_only_to_notebooks_that_have_it(tmp_path):
     assert "width" in names and "steps" not in names  # not injected where it is no parameter
 
 
-def test_runner_kernel_is_headless(tmp_path, monkeypatch):
+def test_runner_kernel_is_headless_and_quiet(tmp_path, monkeypatch, capfd):
+    """SEMSCALE_HEADLESS in the kernel; the kernel on IPC sockets, so its log has no warning about unencrypted TCP."""
     monkeypatch.delenv("SEMSCALE_HEADLESS", raising=False)
     notebooks = tmp_path / "notebooks"
     (notebooks / "profiles").mkdir(parents=True)
@@ -138,6 +139,38 @@ def test_runner_kernel_is_headless(tmp_path, monkeypatch):
     assert run.ok, run.error
     assert (run.outputs / "headless.txt").read_text() == "'1'"
     assert "SEMSCALE_HEADLESS" not in runner.os.environ  # restored afterwards
+    out, err = capfd.readouterr()
+    assert "running 01_env.ipynb" in out and "WARNING" not in out + err, err
+
+
+def test_a_live_run_draws_widgets_and_names_every_output_with_an_error_or_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMSCALE_HEADLESS", "1")  # the test command's; a live run takes it away from its kernel
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "profiles").mkdir(parents=True)
+    write_notebook(notebooks / "01_live.ipynb", "profile = 'default'\nout_dir = '.'\ninteractive = False",
+                   "import os, warnings\nprint(interactive, os.environ.get('SEMSCALE_HEADLESS'))\n"
+                   "warnings.warn('a warning a reader would see')")
+    (notebooks / "profiles" / "smoke.yaml").write_text("{}\n")
+    (run,) = runner.run_study("smoke", results_root=tmp_path / "results", notebooks_dir=notebooks, live=True)
+    assert run.ok and run.executed.parent.name == "smoke-live"
+    executed = nbformat.read(run.executed, as_version=4)
+    assert executed.cells[-1].outputs[0].text == "True None\n"
+    assert len(run.problems) == 1 and "cell 2: stderr:" in run.problems[0] and "a warning a reader would see" in run.problems[0]
+    assert "1 output(s) with an error or a warning" in runner.summary_text([run])
+    (headless,) = runner.run_study("smoke", results_root=tmp_path / "results", notebooks_dir=notebooks)
+    assert nbformat.read(headless.executed, as_version=4).cells[-1].outputs[0].text == "False 1\n"
+
+
+def test_output_problems_reads_errors_stderr_and_the_outputs_widgets_hold():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("text"),
+        nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="fine\n"),
+                                                 nbformat.v4.new_output("stream", name="stderr", text="")]),
+        nbformat.v4.new_code_cell("2", outputs=[nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])])])
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"a": {
+        "model_name": "OutputModel", "state": {"outputs": [{"output_type": "stream", "name": "stderr",
+                                                            "text": "UserWarning: in a callback\nmore"}]}}}}}
+    assert runner.output_problems(notebook) == ["cell 2: ValueError: boom", "widget OutputModel: stderr: UserWarning: in a callback"]
 
 
 # --- publishing and the committed reference results ----------------------------------------------------------------

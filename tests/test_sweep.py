@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY, same_weights
-from semscale import cache, records, results, sweep
+from semscale import cache, progress, records, results, sweep
 from semscale.config import ConfigError, TrainConfig
 from semscale.methods import METHODS
 from semscale.train import TrainingInterrupted
@@ -117,6 +117,30 @@ def test_two_jobs_give_the_results_of_one(tmp_path):
     for a, b in zip(one, two):
         assert a.record["final"] == b.record["final"] and b.record["threads"] == 1
         assert same_weights(a.path, b.path)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_live_sweep_shows_one_bar_of_runs_with_each_runs_epoch(tmp_path, monkeypatch, capsys, jobs):
+    """In a live notebook or on a terminal: one bar, runs trained of those to train (cached ones are not counted), the
+    epoch of each run in training as postfix, the log lines written through the bar; headless: no bar at all."""
+    points = sweep.grid(TINY, seed=[0, 1, 2])
+    sweep.run(points[:1], tmp_path, jobs=1, log=lambda line: None)  # one is cached
+    monkeypatch.setattr(progress, "show_progress", lambda: False)
+    headless = sweep._Progress(3, print)
+    assert headless.bar.disable and headless.log is print and headless._watcher is None
+    headless.close()
+    bars = []
+    monkeypatch.setattr(progress, "show_progress", lambda: True)
+    monkeypatch.setattr(sweep.progress, "bar", lambda *a, **k: bars.append(progress.tqdm(*a, **{**k, "disable": False})) or bars[-1])
+    sweep.run(points, tmp_path, jobs=jobs, threads=1)
+    (bar,) = bars
+    assert (bar.n, bar.total, bar.desc) == (2, 2, "training runs")
+    out, err = capsys.readouterr()
+    assert "training runs" in err and out.count("top1") == 3  # every run's line, written through the bar (tqdm.write)
+    live = sweep._Progress(1, print)
+    live.started(sweep.cached(points[:1], tmp_path)[0])
+    assert live.epochs() == f"{sweep.cached(points[:1], tmp_path)[0].name.rsplit('-', 1)[0]}: epoch 2/2"
+    live.close()
 
 
 def test_slurm_path_through_submitits_local_executor(tmp_path):

@@ -9,7 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["show_progress"]
+from tqdm.auto import tqdm
+
+__all__ = ["bar", "show_progress"]
+
+
+def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
+    """A ``tqdm.auto`` bar (a widget in a live notebook, text on a terminal) that draws nothing in headless runs."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not show_progress(), leave=False, dynamic_ncols=True)
 
 
 def show_progress() -> bool:

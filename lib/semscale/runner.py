@@ -17,6 +17,10 @@ A ``--param`` name that no selected notebook has, or a value of another type tha
 (``epochs=ten`` where the default is ``4``), is an error raised before any notebook runs; so is a profile value
 of the wrong type or a profile that is no valid YAML. An override goes only to the notebooks that have that
 parameter. The kernels run with ``SEMSCALE_HEADLESS=1``, so they draw no progress bars into the executed copies.
+
+``--live`` runs the notebooks as a reader's live kernel would (``interactive=True``: widgets drawn; progress bars on)
+into ``results/<profile>-live/``, and reports every output a reader would see go wrong (``output_problems``: an
+error, text on stderr such as a warning, also inside a widget's output): the check that the notebooks run live cleanly.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import papermill
+from traitlets.config import Config
 import yaml
 
 from . import records
@@ -58,6 +63,7 @@ class NotebookRun:
     error: str = ""
     params: dict | None = None
     provenance: dict | None = None  # records.provenance() taken before the run: the code that ran, not what publish wrote
+    problems: list[str] | None = None  # output_problems of the executed copy
 
 
 def notebook_paths(notebooks_dir: Path = NOTEBOOKS) -> list[Path]:
@@ -140,10 +146,14 @@ def check_overrides(paths: list[Path], overrides: dict) -> dict[str, set[str]]:
 
 
 @contextlib.contextmanager
-def _headless_env():
-    """SEMSCALE_HEADLESS=1 in os.environ (the papermill kernel inherits it), restored afterwards."""
+def _headless_env(headless: bool = True):
+    """SEMSCALE_HEADLESS=1 in os.environ (the papermill kernel inherits it), or unset (``headless=False``: a live
+    kernel's progress bars), restored afterwards."""
     previous = os.environ.get("SEMSCALE_HEADLESS")
-    os.environ["SEMSCALE_HEADLESS"] = "1"
+    if headless:
+        os.environ["SEMSCALE_HEADLESS"] = "1"
+    else:
+        os.environ.pop("SEMSCALE_HEADLESS", None)
     try:
         yield
     finally:
@@ -153,8 +163,11 @@ def _headless_env():
             os.environ["SEMSCALE_HEADLESS"] = previous
 
 
-def run_notebook(path: Path, params: dict, results_dir: Path) -> NotebookRun:
-    """Execute one notebook headlessly (no progress bars: see ``semscale.progress``)."""
+def run_notebook(path: Path, params: dict, results_dir: Path, live: bool = False) -> NotebookRun:
+    """Execute one notebook headlessly (no progress bars: see ``semscale.progress``), or ``live`` with its bars.
+
+    The kernel talks over IPC sockets rather than TCP: a local kernel needs no network, and ipykernel warns once per
+    notebook about unencrypted TCP otherwise (IPC needs POSIX sockets: TCP elsewhere)."""
     executed = results_dir / path.name
     outputs = results_dir / path.stem
     outputs.mkdir(parents=True, exist_ok=True)
@@ -162,25 +175,51 @@ def run_notebook(path: Path, params: dict, results_dir: Path) -> NotebookRun:
     start = time.perf_counter()
     error = ""
     try:
-        with _headless_env():
+        with _headless_env(not live):
             papermill.execute_notebook(
                 str(path), str(executed), parameters={**params, "out_dir": str(outputs)},
                 cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+                config=Config({"KernelManager": {"transport": "ipc" if os.name == "posix" else "tcp"}}),
             )
     except papermill.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
     minutes = (time.perf_counter() - start) / 60
-    return NotebookRun(path.stem, not error, minutes, executed, outputs, error, params, provenance)
+    problems = output_problems(nbformat.read(executed, as_version=4)) if executed.exists() else []
+    return NotebookRun(path.stem, not error, minutes, executed, outputs, error, params, provenance, problems)
+
+
+def output_problems(notebook) -> list[str]:
+    """What a reader would see go wrong in an executed notebook: "cell N: ..." for each error output and each text on
+    stderr (warnings land there), in the cells' outputs and in the outputs that widgets hold (an ``interact``
+    callback's figure or traceback goes to an Output widget, whose state nbclient keeps in the notebook's metadata)."""
+    def problems_of(outputs, where: str) -> list[str]:
+        found = []
+        for output in outputs:
+            if output.get("output_type") == "error":
+                found.append(f"{where}: {output.get('ename')}: {output.get('evalue')}")
+            elif output.get("output_type") == "stream" and output.get("name") == "stderr" and "".join(output.get("text", "")).strip():
+                found.append(f"{where}: stderr: {''.join(output['text']).strip().splitlines()[0][:200]}")
+        return found
+
+    problems = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            problems += problems_of(cell.get("outputs", []), f"cell {index}")
+    state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    for model in state.values():
+        problems += problems_of(model.get("state", {}).get("outputs", []), f"widget {model.get('model_name', '')}")
+    return problems
 
 
 def run_study(profile: str, only: str | None = None, overrides: dict | None = None,
-              results_root: Path = REPO / "results", notebooks_dir: Path = NOTEBOOKS) -> list[NotebookRun]:
+              results_root: Path = REPO / "results", notebooks_dir: Path = NOTEBOOKS, live: bool = False) -> list[NotebookRun]:
     """Run every selected notebook in order, going on past failures.
 
-    ``overrides`` are checked against the selected notebooks' parameters before anything runs.
+    ``overrides`` are checked against the selected notebooks' parameters before anything runs. ``live``: as a live
+    kernel (``interactive=True`` where a notebook has it, progress bars on), into ``results/<profile>-live/``.
     """
     profile_params = load_profile(profile, notebooks_dir)
-    results_dir = results_root / profile
+    results_dir = results_root / (f"{profile}-live" if live else profile)
     paths = select(notebook_paths(notebooks_dir), only)
     overrides = dict(overrides or {})
     known = check_overrides(paths, overrides)
@@ -190,8 +229,10 @@ def run_study(profile: str, only: str | None = None, overrides: dict | None = No
         # leaving a stray global in that notebook: pass each override only where it is a parameter.
         mine = {k: v for k, v in overrides.items() if k in known[path.stem]}
         params = {"profile": profile, **profile_params.get(path.stem, {}), **mine}
-        print(f"[{profile}] running {path.name} ...", flush=True)
-        runs.append(run_notebook(path, params, results_dir))
+        if live and "interactive" in known[path.stem]:
+            params["interactive"] = True
+        print(f"[{profile}{' live' if live else ''}] running {path.name} ...", flush=True)
+        runs.append(run_notebook(path, params, results_dir, live))
     write_csv_atomic(results_dir / "summary.csv", pd.DataFrame([vars(r) for r in runs]))
     return runs
 
@@ -282,8 +323,10 @@ def summary_text(runs: list[NotebookRun]) -> str:
         lines.append(f"{r.notebook:<36} {'ok' if r.ok else 'FAILED':<7} {r.minutes:6.1f}  {r.outputs}")
         if r.error:
             lines.append(f"    error: {r.error}  (see {r.executed})")
+        lines += [f"    {problem}" for problem in r.problems or []]
     failed = sum(not r.ok for r in runs)
-    lines.append(f"{len(runs) - failed} ok, {failed} failed")
+    problems = sum(len(r.problems or []) for r in runs)
+    lines.append(f"{len(runs) - failed} ok, {failed} failed" + (f"; {problems} output(s) with an error or a warning" if problems else ""))
     return "\n".join(lines)
 
 
@@ -300,14 +343,18 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="run one notebook (its stem, number or file name)")
     parser.add_argument("--param", type=parse_override, action="append", default=[], help="override a parameter: key=value")
     parser.add_argument("--publish", action="store_true", help="copy each successful notebook's tables and figures to reference/<profile>/")
+    parser.add_argument("--live", action="store_true", help="run as a live kernel (widgets, progress bars) into "
+                        "results/<profile>-live/ and list every output with an error or a warning")
     args = parser.parse_args(argv)
-    runs = run_study(args.profile, args.only, dict(args.param))
+    if args.live and args.publish:
+        raise SystemExit("--live runs are checks, not references: drop --publish (or --live)")
+    runs = run_study(args.profile, args.only, dict(args.param), live=args.live)
     print(summary_text(runs))
     if args.publish:
         for run in runs:
             if run.ok:
                 print(f"published {run.notebook} -> {publish(run, args.profile)}")
-    return 0 if all(r.ok for r in runs) else 1
+    return 0 if all(r.ok and not (args.live and r.problems) for r in runs) else 1
 
 
 if __name__ == "__main__":

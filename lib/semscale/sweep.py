@@ -11,7 +11,8 @@
   failing run (bad config, a loss or scale that is no longer finite, out of memory) is recorded in
   ``failed.json`` and the others go on. A run that failed by itself is not tried again on the next call
   (``retry_failed=True`` does, and so does a change of the code); one that failed for want of memory, disk or data,
-  or whose worker was killed, is. One log line per run; no progress bars from workers.
+  or whose worker was killed, is. One log line per run; in a live notebook or on a terminal also one ``tqdm.auto``
+  bar for the sweep (runs done / to train, and the epoch each run in training has reached), none in headless logs.
 * Each run is trained holding its folder's lock (:func:`semscale.cache.run_lock`), so sweeps on one root can run
   at once: a run that another process is training is left for last, then waited for and read back.
 * ``jobs=K`` runs K configs at once in spawned worker processes (CUDA: K processes on one GPU). CPU kernels
@@ -55,7 +56,7 @@ import filelock
 import torch
 from tqdm import tqdm
 
-from . import cache, records
+from . import cache, progress, records
 from .cache import run_name
 from .checkpoint import StopRequest, TrainingInterrupted
 from .cli import train_run
@@ -171,6 +172,56 @@ class Slurm:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _Progress:
+    """The sweep's one bar (``progress.bar``: drawn only in a live notebook or on a terminal): runs trained of those to
+    train, and as postfix the epoch each run in training has reached, read from its epochs.csv once a second by a
+    thread (the runs train in worker processes). ``log`` writes through the bar, so lines and bar do not mix."""
+
+    def __init__(self, total: int, log):
+        self.bar = progress.bar(total=total, desc="training runs", unit="run")
+        self.training: dict[str, Result] = {}
+        self.log = (lambda line: self.bar.write(str(line))) if log is print and not self.bar.disable else log
+        self._stop = threading.Event()
+        self._watcher = None
+        if not self.bar.disable and total:
+            self._watcher = threading.Thread(target=self._watch, name="semscale-sweep-progress", daemon=True)
+            self._watcher.start()
+
+    def started(self, r: Result) -> None:
+        self.training[r.name] = r
+
+    def finished(self, r: Result) -> None:
+        if self.training.pop(r.name, None) is not None:
+            self.bar.update(1)
+
+    def epochs(self) -> str:
+        """'<run>: epoch k/E' for every run in training (k: the epochs its epochs.csv holds)."""
+        parts = []
+        for r in list(self.training.values()):
+            what = "second stage" if r.config.second_stage != "none" else f"epoch {_epochs_done(r.path)}/{r.config.epochs}"
+            parts.append(f"{r.name.rsplit('-', 1)[0]}: {what}")
+        return "; ".join(parts)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            self.bar.set_postfix_str(self.epochs())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        self.bar.close()
+
+
+def _epochs_done(path: Path) -> int:
+    """How many epochs the run in ``path`` has recorded (lines of its epochs.csv after the header)."""
+    try:
+        with open(path / "epochs.csv", "rb") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except OSError:
+        return 0
+
+
 class SweepInterrupted(TrainingInterrupted):
     """The sweep stopped early (a signal, or a run's ``stop_after_epoch``); the message says what was kept."""
 
@@ -216,6 +267,8 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
         hidden = _prepare(first_stage(r.config), root, retry_failed)  # where cli.first_stage_dir puts it
         if hidden.status in ("trained", "resumed") and hidden.name not in todo and all(h.name != hidden.name for h in first):
             first.append(hidden)
+    bar = _Progress(len(first) + len(second), log) if executor == "local" else None
+    log = bar.log if bar else log
     try:
         for batch in (first, second):
             if executor == "slurm":
@@ -226,11 +279,14 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
                     continue
                 _run_slurm(batch, root, slurm or Slurm(), threads, rerun, log)
             elif jobs == 1:
-                _run_here(batch, threads, rerun, log)
+                _run_here(batch, threads, rerun, log, bar)
             else:
-                _run_workers(batch, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), rerun, log)
+                _run_workers(batch, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), rerun, log, bar)
     except _Stopped as stop:
         raise SweepInterrupted(_interruption(stop.reason, results, root), root, stop.signum) from None
+    finally:
+        if bar:
+            bar.close()
     for group in todo.values():  # the same config twice in the list: trained once
         for r in group[1:]:
             r.status, r.seconds, r.record, r.error = group[0].status, group[0].seconds, group[0].record, group[0].error
@@ -479,23 +535,28 @@ def _interruption(reason: str, results: list[Result], root: Path) -> str:
             f"{root}; run the same sweep again to resume (complete runs are read back, checkpointed ones continue)")
 
 
-def _run_here(results: list[Result], threads: int | None, rerun: set[str], log) -> None:
-    """Train one run after the other in this process; a run another process is training is left for last."""
+def _run_here(results: list[Result], threads: int | None, rerun: set[str], log, bar: _Progress) -> None:
+    """Train one run after the other in this process; a run another process is training is left for last. The
+    sweep's bar stands for the run's own (the config's ``progress`` is turned off)."""
     pending, waiting = collections.deque(results), []
     with _torch_threads(threads), _StopSignals(trains=True) as signals:
         while pending or waiting:
             r, wait = (pending.popleft(), False) if pending else (waiting.pop(0), True)
             if wait:
                 log(f"{r.name}: waiting for the other process that is training it")
+            bar.started(r)
+            config = r.config if bar.bar.disable else dataclasses.replace(r.config, progress=False)
             try:
-                outcome = train_one(r.config, r.path, wait=wait, rerun_stale=r.name in rerun)
+                outcome = train_one(config, r.path, wait=wait, rerun_stale=r.name in rerun)
             except TrainingInterrupted as e:
                 log(f"{r.name}: interrupted: {str(e).split('. ')[0]}")
                 raise _Stopped(str(e).split(":")[0], e.signum) from None
             if outcome.status == "busy":
+                bar.training.pop(r.name, None)
                 waiting.append(r)
             else:
                 _finish_result(r, outcome, log)
+                bar.finished(r)
             if signals.signum:  # it came while the run wrote its record: the run is complete, the sweep stops
                 raise signals.stopped()
 
@@ -586,7 +647,7 @@ class _Worker:
             return None, True
 
 
-def _run_workers(results: list[Result], jobs: int, threads: int, rerun: set[str], log) -> None:
+def _run_workers(results: list[Result], jobs: int, threads: int, rerun: set[str], log, bar: _Progress) -> None:
     """Run in ``jobs`` spawned worker processes, one run at a time each (none waits in a queue). A run interrupted
     in a worker (a signal, stop_after_epoch) keeps its checkpoint and no new run starts; on SIGINT/SIGTERM the
     sweep sends each busy worker one SIGTERM, so that it checkpoints. _Stopped is raised once every worker is idle."""
@@ -614,6 +675,7 @@ def _run_workers(results: list[Result], jobs: int, threads: int, rerun: set[str]
                         log(f"{r.name}: waiting for the other process that is training it")
                     try:
                         idle.give(r, wait, r.name in rerun)
+                        bar.started(r)
                     except OSError:  # it died idle: the run goes to the next worker
                         if wait:
                             waiting.insert(0, r)
@@ -626,8 +688,13 @@ def _run_workers(results: list[Result], jobs: int, threads: int, rerun: set[str]
                 ready = multiprocessing.connection.wait([w.connection for w in busy] + [w.process.sentinel for w in busy],
                                                         timeout=0.2)
                 for w in [w for w in busy if w.connection in ready or w.process.sentinel in ready]:
+                    r = w.current
                     stopped = _take_outcome(w, workers, waiting, stop is not None, log)
                     stop = stop or stopped  # the first reason holds
+                    if r.record is not None or r.status == "failed":
+                        bar.finished(r)
+                    else:  # busy (waits its turn again), interrupted or stopped
+                        bar.training.pop(r.name, None)
         finally:
             _shut_down(workers)
     if stop is not None:

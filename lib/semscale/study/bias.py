@@ -28,12 +28,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from tqdm.auto import tqdm
 
-from .. import features, pipeline, scale, stats, subsets, sweep
+from .. import features, pipeline, progress, scale, stats, subsets, sweep
 from ..config import TrainConfig
 from ..plots import count, message_figure
-from ..progress import show_progress
 from .paper import PAPER_COUNTERPART, PAPER_TABLE1
 
 BETA = 0.9999
@@ -285,7 +283,7 @@ def feature_measure_table(outcomes: Sequence[sweep.Result], trained: Sequence[st
     model and seed (a tqdm.auto bar in a live notebook)."""
     chosen = [r for r in outcomes if r.labels["variant"] in trained and r.labels["seed"] in feature_seeds]
     frames = []
-    for r in tqdm(chosen, desc="feature measures", unit="run", disable=not show_progress(), leave=False):
+    for r in progress.bar(chosen, desc="feature measures", unit="run"):
         fields = VARIANTS[r.labels["variant"]]
         frame = feature_measures(r.path, alphas=alphas, beta=beta, w_alpha=dataset_alpha(fields))
         frame.insert(0, "variant", r.labels["variant"])

@@ -32,12 +32,10 @@ import torch
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from scipy import optimize
 from scipy import stats as scipy_stats
-from tqdm.auto import tqdm
 
-from .. import data, features, scale, stats, subsets, sweep
+from .. import data, features, progress, scale, stats, subsets, sweep
 from ..config import PROTOCOLS
 from ..plots import count, message_figure
-from ..progress import show_progress
 
 # The paper's grids (PAPER.md §4.1): CIFAR-10, and CIFAR-100 / Mini-ImageNet (here: Tiny-ImageNet-200).
 CIFAR10_GRID = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 2000, 3000, 4000, 5000)
@@ -251,11 +249,6 @@ def training_points(grids: dict[str, Sequence[int]], seeds: Sequence[int], model
 # feature volumes of the trained networks
 
 
-def _bar(items: Iterable, total: int, desc: str) -> Iterable:
-    """A tqdm.auto bar over ``items`` in a live notebook or on a terminal; the bare items in headless runs."""
-    return tqdm(items, total=total, desc=desc, unit="run", disable=not show_progress(), leave=False)
-
-
 def _feature_volumes_of_run(run_dir: str, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     feats = features.extract(run_dir, split="test", device="cuda" if torch.cuda.is_available() else "cpu", batch_size=256)
@@ -274,9 +267,11 @@ def feature_volume_curves(runs: pd.DataFrame, jobs: int = 1, threads: int = 1) -
     paths = list(runs.path)
     if jobs > 1:
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(_bar(pool.map(_feature_volumes_of_run, paths, [threads] * len(paths)), len(paths), "feature volumes"))
+            results = list(progress.bar(pool.map(_feature_volumes_of_run, paths, [threads] * len(paths)), total=len(paths),
+                                        desc="feature volumes", unit="run"))
     else:
-        results = list(_bar((_feature_volumes_of_run(p, threads) for p in paths), len(paths), "feature volumes"))
+        results = list(progress.bar((_feature_volumes_of_run(p, threads) for p in paths), total=len(paths), desc="feature volumes",
+                                    unit="run"))
     rows = [{**{k: row[k] for k in keys if k in row}, **r} for (_, row), res in zip(runs.iterrows(), results) for r in res]
     return pd.DataFrame(rows)
 

@@ -46,10 +46,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from scipy import integrate, optimize, stats
-from tqdm.auto import tqdm
 
-from .. import data, scale, subsets
-from ..progress import show_progress
+from .. import data, progress, scale, subsets
 
 __all__ = [
     "REGIMES",
@@ -476,8 +474,8 @@ def simulate(make_data: Callable[[float, int], TwoClassData], etas: Iterable[flo
     """
     etas, seeds = list(etas), list(seeds)
     rows = []
-    problems = tqdm(itertools.product(etas, seeds), total=len(etas) * len(seeds), desc="fitting the classifiers",
-                    unit="problem", disable=not show_progress(), leave=False)
+    problems = progress.bar(itertools.product(etas, seeds), total=len(etas) * len(seeds), desc="fitting the classifiers",
+                            unit="problem")
     for eta, seed in problems:
         try:
             data = make_data(float(eta), int(seed))
