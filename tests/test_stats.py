@@ -93,3 +93,38 @@ def test_bootstrap_incremental_r2_interval():
     acc = (0.5 * log_n + s)[None, :] + 0.3 * rng.normal(size=(3, 40))
     out = stats.bootstrap_incremental_r2(acc, log_n, s, n_boot=300)
     assert out["delta_r2_low"] > 0.3 and out["delta_r2_low"] <= out["delta_r2"] <= out["delta_r2_high"]
+
+
+# --- power of a paired comparison; the count-only null ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_the_detectable_effect_is_detected_at_the_stated_power(n):
+    """Simulated paired t-tests at the detectable effect reject in about 80 % of 20,000 draws (exact noncentral t)."""
+    sd = 0.7
+    effect = stats.detectable_effect(sd, n)
+    rng = np.random.default_rng(n)
+    diffs = rng.normal(effect, sd, size=(20000, n))
+    p = scipy_stats.ttest_1samp(diffs, 0.0, axis=1).pvalue
+    assert abs(np.mean(p < 0.05) - 0.8) < 0.015
+    assert stats.detectable_effect(sd, n + 1) < effect  # more seeds, smaller effects
+    assert stats.detectable_effect(2 * sd, n) == pytest.approx(2 * effect, rel=1e-6)  # in units of sd
+
+
+def test_seeds_for_effect_is_the_fewest_that_reach_it():
+    n = stats.seeds_for_effect(1.0, 1.5)
+    assert stats.detectable_effect(1.0, n) <= 1.5 < stats.detectable_effect(1.0, n - 1)
+    assert math.isnan(stats.detectable_effect(1.0, 1))
+    with pytest.raises(ValueError, match="effect"):
+        stats.seeds_for_effect(1.0, 0.0)
+
+
+def test_best_count_curve_finds_the_saturating_shape_of_the_count():
+    m = np.array([10, 30, 100, 300, 1000, 3000.0])
+    b, r = stats.best_count_curve(m, 5 - 3 / np.sqrt(m))  # an affine map of 1 - m^(-1/2)
+    assert b == pytest.approx(0.5, rel=0.03) and r == pytest.approx(1.0)
+    b_log, r_log = stats.best_count_curve(m, np.log(m))  # log m is the limit b -> 0: the smallest exponent wins
+    assert b_log == stats.EXPONENTS[0] and r_log > 0.999
+    assert all(math.isnan(v) for v in stats.best_count_curve(m, np.ones(6)))  # a constant y: undefined
+    with pytest.raises(ValueError, match="counts"):
+        stats.best_count_curve([0, 1, 2], [1, 2, 3])

@@ -52,8 +52,20 @@ def test_sample_measures_use_the_trainers_subset():
     assert subset.labels.shape[0] == sum(fields["train_counts"])
     frame = bias.sample_measures(subset, alphas=(1.0,))
     assert frame.N.tolist() == list(fields["train_counts"]) and frame.S_prime.max() == pytest.approx(1.0)
+    assert frame.volume_shrinkage.notna().all() and (frame.volume_shrinkage > 0).all()
+    ablation = bias.estimator_ablation(frame)
+    assert ablation.loc[0, ["dataset_variant", "source", "classes"]].tolist() == [subset.variant, frame.source[0], 10]
+    assert -1 <= ablation.spearman[0] <= 1 and 0 <= ablation.classes_moved[0] <= 10
     assert bias.dataset_alpha(fields) == 2.0 and bias.dataset_alpha({"dataset": "digits"}) == 1.0
     assert bias.VARIANTS["mnist-lt-2"]["train_counts"] == subsets.MNIST_LT_2
+
+
+def test_estimator_ablation_names_the_classes_whose_rank_changes():
+    measures = pd.DataFrame({"dataset_variant": "v", "source": "s", "name": list("abcd"), "volume": [4.0, 3.0, 2.0, 1.0],
+                             "volume_shrinkage": [4.0, 2.0, 3.0, 1.0]})
+    (row,) = bias.estimator_ablation(measures).to_dict("records")
+    assert (row["classes"], row["classes_moved"], row["largest_move"]) == (4, 2, 1.0)
+    assert row["spearman"] == pytest.approx(0.8) and row["moved_most"] == "b (2→3), c (3→2)"
 
 
 def test_training_points_take_the_protocol_and_per_variant_epochs():

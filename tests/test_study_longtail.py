@@ -14,6 +14,7 @@ from conftest import paired_runs
 from figure_checks import figure_words
 from scipy import stats
 from semscale import plots, sweep
+from semscale import stats as stats_lib
 from semscale.config import TrainConfig
 from semscale.methods import METHODS
 from semscale.study import longtail as lt
@@ -28,6 +29,20 @@ def test_dsb_effect_pairs_each_method_with_its_dsb_partner_only():
     assert ce.diff_mean == pytest.approx(1.0) and bool(ce.beyond_seed_spread)
     ldam = eff.set_index("method").loc["LDAM-DRW"]
     assert ldam.diff_mean == pytest.approx(-5 / 3) and bool(ldam.beyond_seed_spread)
+
+
+@pytest.mark.parametrize("gains, verdict", [([0.01, 0.012, 0.015, 0.011, 0.013], "DSB helps"),
+                                            ([-0.01, -0.012, -0.015, -0.011, -0.013], "DSB hurts"),
+                                            ([0.002, -0.003, 0.001, 0.0, -0.002], "no gain of 1.5 points or more"),
+                                            ([0.04, -0.03, 0.05, -0.02, 0.01], "inconclusive")])
+def test_the_primary_test_states_its_power_and_one_verdict(gains, verdict):
+    runs = paired_runs(gains, base_top1=(0.70, 0.80, 0.60, 0.65, 0.75))
+    (row,) = lt.primary_test(runs, pilot_sd=0.83, effect=1.5).to_dict("records")
+    assert row["n_pairs"] == 5 and row["verdict"] == verdict
+    assert row["diff_mean"] == pytest.approx(100 * np.mean(gains))
+    assert row["detectable_pilot"] == pytest.approx(stats_lib.detectable_effect(0.83, 5))
+    assert row["detectable_observed"] == pytest.approx(stats_lib.detectable_effect(100 * np.std(gains, ddof=1), 5))
+    assert lt.primary_test(runs.query("method == 'CE'"), pilot_sd=0.83, effect=1.5).empty
 
 
 def test_gain_over_pairs_every_other_method_with_the_reference_by_seed():

@@ -144,10 +144,25 @@ def test_bootstrap_correlations_and_claim_c():
     assert b.loc["good", "r_lo95"] == pytest.approx(1.0)
     assert b.loc["bad", "r_lo95"] < 0 < b.loc["bad", "r_hi95"]
     assert b.loc["good", "diff_lo95"] > 0 and b.loc["good", "share_better"] > 0.95
-    rows = marginal.claim_together(boot, "toy", "cnn", predictor="good", reference="bad")
-    assert rows[0]["holds"] and rows[1]["holds"]
-    rows = marginal.claim_together(boot, "toy", "cnn", predictor="bad", reference="good")
+    rows = marginal.claim_together(boot, "toy", "cnn", predictor="good")  # against the bootstrap's reference, "bad"
+    assert rows[0]["holds"] and rows[1]["holds"] and "better than bad" in rows[1]["claim"]
+    rows = marginal.claim_together(boot, "toy", "cnn", predictor="bad")
     assert not rows[0]["holds"] and not rows[1]["holds"]
+
+
+def test_the_count_only_null_takes_the_credit_a_count_shaped_curve_deserves():
+    """Accuracy = 1 − m^(−1/2) plus seed noise: the count-only curve finds b ≈ 1/2 from m alone, and log m (a
+    saturating-looking predictor that is no better than the count) does not beat it under claim (c′)."""
+    rng = np.random.default_rng(1)
+    rows = [{"dataset": "toy", "model": "cnn", "seed": seed, "m": m, "top1": 1 - m**-0.5 + rng.normal(0, 0.005)}
+            for seed in range(3) for m in [10, 30, 100, 300, 1000, 3000]]
+    frame = marginal.with_count_curve(pd.DataFrame(rows))
+    assert frame.count_curve_b.nunique() == 1 and frame.count_curve_b[0] == pytest.approx(0.5, rel=0.15)
+    np.testing.assert_allclose(frame.count_curve, 1 - frame.m ** -frame.count_curve_b)
+    frame["log_m"] = np.log(frame.m)
+    boot = marginal.bootstrap_correlations(frame, ["log_m", "count_curve"], reference="count_curve", n_boot=300)
+    (_, better) = marginal.claim_together(boot, "toy", "cnn", predictor="log_m")
+    assert not better["holds"] and "best count-only curve" in better["claim"] and better["value"] < 0
 
 
 def test_training_points_under_a_per_step_protocol_count_its_batches_and_set_no_epoch_decay():

@@ -349,6 +349,34 @@ def class_volumes(
     return _padded_volumes(X, counts, eps, form)
 
 
+def shrinkage_volumes(features, labels, num_classes: int) -> torch.Tensor:
+    """The authors' later, shrinkage-corrected volume of every class (PAPER.md §7; Zhao, …, Ma, *Information Density
+    Imbalance in Visual Object Detection*), in bits: ½·Σ log2(1 + λ'ᵢ), λ'ᵢ = max(λᵢ, (1 − √(p/m))²), where λᵢ are
+    the eigenvalues of the class covariance Σ = ZcᵀZc / m (p dimensions, m samples), each floored at the
+    Marchenko–Pastur lower edge, and there is no d/m factor. The floor is taken literally, in the features' own units
+    (the edge of a unit-variance spectrum). Float64, one eigendecomposition per class (an ablation, not the
+    training pool's measure: :func:`class_volumes` is). Empty classes are NaN, classes with one sample count all
+    their eigenvalues as floored."""
+    C = _check_num_classes(num_classes)
+    features = _check_features(_as_tensor(features, "features")).to(torch.float64)
+    labels = _check_labels(_as_tensor(labels, "labels", features.device), features.shape[0])
+    _check_label_range(labels, C)
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("shrinkage_volumes: features hold non-finite values (nan or inf)")
+    p = features.shape[1]
+    out = torch.full((C,), float("nan"), dtype=torch.float64)
+    for c in range(C):
+        Z = features[labels == c]
+        m = Z.shape[0]
+        if m == 0:
+            continue
+        Zc = Z - Z.mean(dim=0, keepdim=True)
+        eigenvalues = torch.linalg.eigvalsh(Zc.T @ Zc / m).clamp(min=(1 - math.sqrt(p / m)) ** 2)
+        out[c] = 0.5 * torch.log2(1 + eigenvalues).sum()
+    _warn_empty([int((labels == c).sum()) for c in range(C)], "shrinkage_volumes")
+    return out
+
+
 def class_centers(features, labels, num_classes: int, *, dtype: torch.dtype = torch.float64, validate: bool = True) -> torch.Tensor:
     """(C, d) class means (``dtype``, on features.device), batched with index_add.
 

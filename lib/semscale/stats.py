@@ -7,6 +7,9 @@
   raters, with Friedman's p and a bootstrap interval over items.
 * :func:`incremental_r2` and :func:`bootstrap_incremental_r2`: how much one predictor adds to others in a
   least-squares fit, with the partial correlation.
+* :func:`detectable_effect` and :func:`seeds_for_effect`: the power of a paired comparison over seeds, from a
+  pilot's standard deviation of the differences (the pre-registered primary tests' sizing).
+* :func:`best_count_curve`: the count-only null, a saturating curve of the count alone fitted to do its best.
 * :func:`percentile_interval` (a bootstrap's central interval) and :func:`fit_line`.
 """
 
@@ -16,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 CORRELATIONS = ("pearson", "spearman")
 
@@ -244,3 +247,60 @@ def fit_line(x, y) -> tuple[float, float] | None:
         return None
     slope, intercept = np.polyfit(x, y, 1)
     return float(slope), float(intercept)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# power of a paired comparison over seeds
+
+
+def _power(effect: float, sd: float, n: int, alpha: float) -> float:
+    """Probability that a two-sided paired t-test at level ``alpha`` over ``n`` pairs rejects a zero mean difference
+    when the true one is ``effect`` (differences with standard deviation ``sd``): the noncentral t."""
+    df, nc = n - 1, effect * math.sqrt(n) / sd
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    lower = stats.nct.cdf(-critical, df, nc)  # the wrong-sign tail: tiny, and NaN in scipy where it underflows
+    return float(stats.nct.sf(critical, df, nc) + (lower if np.isfinite(lower) else 0.0))
+
+
+def detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference that a two-sided paired t-test at level ``alpha`` over ``n`` seeds detects
+    with probability ``power``, when the per-seed differences have standard deviation ``sd`` (a pilot's). Exact
+    (noncentral t), not the normal approximation, which is optimistic at a handful of seeds. NaN when n < 2."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    high = sd
+    while _power(high, sd, n, alpha) < power:
+        high *= 2
+    return float(optimize.brentq(lambda e: _power(e, sd, n, alpha) - power, 0.0, high, xtol=1e-9 * sd))
+
+
+def seeds_for_effect(sd: float, effect: float, *, alpha: float = 0.05, power: float = 0.8, most: int = 1000) -> int:
+    """The fewest seeds (≥ 2) whose paired comparison detects ``effect`` (see :func:`detectable_effect`)."""
+    if not effect > 0:
+        raise ValueError(f"effect must be > 0, got {effect}")
+    for n in range(2, most + 1):
+        if detectable_effect(sd, n, alpha=alpha, power=power) <= effect:
+            return n
+    raise ValueError(f"more than {most} seeds would be needed to detect {effect} with sd {sd}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the count-only null
+
+
+EXPONENTS = np.geomspace(0.01, 10.0, 121)
+
+
+def best_count_curve(count, y, exponents=EXPONENTS) -> tuple[float, float]:
+    """(b, r): the count-only saturating curve 1 − count^(−b) (b > 0; b → 0 is log count) with the highest Pearson r
+    with ``y``, and that r. A measure credited with predicting ``y`` must beat this curve, which knows nothing but
+    the count and is chosen on ``y`` itself (so the null is, if anything, favoured); r is invariant to the curve's
+    scale and offset, so these curves are all saturating shapes of the count there are up to an affine map."""
+    count, y = np.asarray(count, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if np.any(count <= 0):
+        raise ValueError("counts must be > 0")
+    rs = np.array([corr(-(count ** -b), y) for b in exponents])
+    if not np.isfinite(rs).any():
+        return math.nan, math.nan
+    best = int(np.nanargmax(rs))
+    return float(exponents[best]), float(rs[best])

@@ -127,6 +127,8 @@ def sample_measures(subset: pipeline.TrainingImages, *, pixel_scale: float = 1.0
     centers = scale.class_centers(scale.sample_features(subset.images, size, pixel_scale=pixel_scale), subset.labels, C)
     counts = np.bincount(subset.labels.numpy(), minlength=C)
     frame = class_measures(vol, centers, counts, alphas=alphas, beta=beta, w_alpha=w_alpha)
+    frame["volume_shrinkage"] = scale.shrinkage_volumes(
+        scale.sample_features(subset.images, size, pixel_scale=pixel_scale), subset.labels, C).numpy()
     frame.insert(1, "name", [subset.classes[c] for c in frame["class"]])
     frame.insert(0, "dataset_variant", subset.variant)
     frame["source"] = sample_source(pixel_scale)
@@ -142,9 +144,28 @@ def feature_measures(run_dir, *, alphas: Sequence[float] = ALPHAS, beta: float =
     centers = scale.class_centers(rf.pooled, rf.labels, C)
     counts = np.bincount(rf.labels.numpy(), minlength=C)
     frame = class_measures(vol, centers, counts, alphas=alphas, beta=beta, w_alpha=w_alpha)
+    frame["volume_shrinkage"] = scale.shrinkage_volumes(rf.pooled, rf.labels, C).numpy()
     frame.insert(1, "name", list(rf.classes))
     frame["source"], frame["run"] = FEATURE_SOURCE, rf.run
     return frame
+
+
+def estimator_ablation(measures: pd.DataFrame, by: Sequence[str] = ("dataset_variant", "source")) -> pd.DataFrame:
+    """The paper's volume (PAPER.md §1) against the shrinkage-corrected one (§7, ``volume_shrinkage``) per variant and
+    source (and run, for features): Spearman between the two class rankings, how many classes change rank, the
+    largest change and the classes that move most."""
+    keys = [k for k in (*by, "run") if k in measures and measures[k].notna().all()]
+    rows = []
+    for key, part in measures.groupby(keys, sort=False):
+        paper = part.volume.rank(ascending=False, method="average").to_numpy()
+        shrunk = part.volume_shrinkage.rank(ascending=False, method="average").to_numpy()
+        moved = np.abs(paper - shrunk)
+        order = np.argsort(-moved, kind="stable")[:3]
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "classes": len(part),
+                     "spearman": stats.corr(part.volume, part.volume_shrinkage, "spearman"),
+                     "classes_moved": int((moved > 0).sum()), "largest_move": float(moved.max()),
+                     "moved_most": ", ".join(f"{part.name.iloc[i]} ({paper[i]:g}→{shrunk[i]:g})" for i in order if moved[i] > 0)})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------

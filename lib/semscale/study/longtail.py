@@ -6,6 +6,7 @@
     longtail.dsb_effect(tables.runs)         # DSB − base, paired by seed, with a t-interval over the seeds
     longtail.gain_over(tables.runs, "CE")    # every other method − CE, paired by seed
     longtail.measure_drift(config, root)     # how far each sample's pooled feature moves between visits
+    longtail.primary_test(tables.runs, pilot_sd=0.83, effect=1.5)   # the pre-registered CE vs CE+DSB comparison
 
 Everything reported is the last epoch's test accuracy (never the best epoch). Method names follow
 ``methods.METHODS``: a method ``X`` is paired with ``X+DSB`` when both are in the table; a method without a DSB
@@ -24,7 +25,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
-from .. import sweep
+from .. import stats, sweep
 from ..config import TrainConfig
 from ..methods import DSB_SUFFIX, base_method, dsb_pairs, with_dsb
 from ..plots import MIN_FONT_SIZE, count, message_figure
@@ -136,6 +137,28 @@ def dsb_effect(runs: pd.DataFrame, *, by: Iterable[str] = GROUP_KEYS, metrics: I
     metrics = [m for m in metrics if m in runs.columns]
     pairs = dsb_pairs(runs[method])
     return paired_differences(runs, pairs, metrics, by=by, method=method, level=level, names=("method", "with_dsb"))
+
+
+def primary_test(runs: pd.DataFrame, pilot_sd: float, effect: float, base: str = "CE", treated: str = "CE+DSB",
+                 metric: str = "top1", level: float = 0.95, power: float = 0.8) -> pd.DataFrame:
+    """The chapter's one pre-registered comparison: ``treated − base`` of last-epoch ``metric`` (points), paired by
+    seed, per dataset variant, with its t-interval, and the power the design had: the smallest true difference its
+    seeds detect at ``power`` given the pilot's standard deviation of the differences (``pilot_sd``, fixed before
+    the run) and given the one observed. Verdict: "DSB helps" (interval above 0), "DSB hurts" (below 0), "no gain
+    of ``effect`` points or more" (interval includes 0, its upper end below ``effect``), else "inconclusive"."""
+    table = paired_differences(runs, [(base, treated)], [metric], by=["dataset_variant"], method="method",
+                               level=level, names=("method", "with_dsb"))
+    if table.empty:
+        return table
+    alpha = 1 - level
+    table["pilot_sd"] = pilot_sd
+    table["detectable_pilot"] = [stats.detectable_effect(pilot_sd, n, alpha=alpha, power=power) for n in table.n_pairs]
+    table["detectable_observed"] = [stats.detectable_effect(sd, n, alpha=alpha, power=power)
+                                    for sd, n in zip(table.diff_std, table.n_pairs)]
+    table["effect_of_interest"] = effect
+    table["verdict"] = np.select([table.ci_low > 0, table.ci_high < 0, table.ci_high < effect],
+                                 ["DSB helps", "DSB hurts", f"no gain of {effect:g} points or more"], "inconclusive")
+    return table
 
 
 def gain_over(runs: pd.DataFrame, reference: str = "CE", *, by: Iterable[str] = GROUP_KEYS, metric: str = "top1",
