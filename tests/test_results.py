@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import paired_runs
 from scipy import stats
@@ -64,3 +65,11 @@ def test_collect_and_summarize_a_2x2x2_grid(tmp_path, tiny):
     assert sorted(from_root.runs.top1) == sorted(tables.runs.top1)
     with pytest.raises(KeyError, match="cannot group by"):
         results.summarize(tables.runs, by=["nope"])
+    # the records a reference commits: every run once, its per-class accuracy, no machine path; intervals recompute
+    records = results.run_records(tables, results.collect(done[:2]))
+    assert len(records) == 8 and "path" not in records and records.run.is_unique
+    per_class = tables.per_class.pivot_table(index="run", columns="class", values="accuracy")
+    np.testing.assert_array_equal(records.set_index("run").loc[per_class.index, [f"acc_{c}" for c in range(10)]], per_class)
+    again = results.paired_difference(records, "CE", "CE+DSB", by=["imbalance"])
+    pd.testing.assert_frame_equal(again, results.paired_difference(tables.runs, "CE", "CE+DSB", by=["imbalance"]))
+    assert results.run_records(results.collect([])).empty

@@ -205,12 +205,17 @@ def test_publish_copies_tables_and_figures_with_provenance(tmp_path):
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(outputs / "table.csv", index=False)
     (outputs / "figure.png").write_bytes(b"png")
     (outputs / "figure.pdf").write_bytes(b"pdf")
+    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"# NBVAL_IGNORE_OUTPUT\nprint('{outputs}')", outputs=[nbformat.v4.new_output("stream", name="stdout", text=f"{outputs}\n")])])
+    nbformat.write(executed, tmp_path / "01_x.ipynb")
     run = runner.NotebookRun("01_x", True, 1.5, tmp_path / "01_x.ipynb", outputs, params={"profile": "default", "seeds": 3})
     target = runner.publish(run, "default", tmp_path / "reference")
     (target / "FINDINGS.md").write_text("kept")
     (target / "stale.csv").write_text("x,y\n1,2\n")
     runner.publish(run, "default", tmp_path / "reference")
-    assert sorted(p.name for p in target.iterdir()) == ["FINDINGS.md", "figure.png", "provenance.json", "table.csv"]
+    assert sorted(p.name for p in target.iterdir()) == ["01_x.ipynb", "FINDINGS.md", "figure.png", "provenance.json", "table.csv"]
+    copy = nbformat.read(target / "01_x.ipynb", as_version=4)  # every output kept for a reader, paths relative
+    assert copy.cells[0].outputs[0].text == "../../../results/01_x\n"
     provenance = json.loads((target / "provenance.json").read_text())
     assert provenance["parameters"] == {"profile": "default", "seeds": 3} and provenance["minutes"] == 1.5
     assert provenance["git_commit"] == records.git_commit()  # no provenance taken by a run: the current one

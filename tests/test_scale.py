@@ -454,8 +454,8 @@ def test_deterministic_mode_and_repeatability(rng):
 
 
 def test_shrinkage_volume_floors_the_covariance_spectrum_at_the_marchenko_pastur_edge():
-    """PAPER.md §7: ½ Σ log2(1 + max(λ, (1 − √(p/m))²)) of the class covariance, no d/m factor; checked against an
-    SVD of each class by hand, and the floor seen to act (a flat direction is lifted to the edge)."""
+    """PAPER.md §7: ½ Σ log2(1 + max(λ, σ²(1 − √(p/m))²)) of the class covariance (σ² its mean eigenvalue), no d/m
+    factor; checked against an SVD of each class by hand, and the floor seen to act (a flat direction is lifted)."""
     rng = np.random.default_rng(0)
     p, sizes = 8, [40, 200, 5]
     Z = [rng.normal(size=(m, p)) * np.linspace(0.1, 3.0, p) for m in sizes]
@@ -466,7 +466,7 @@ def test_shrinkage_volume_floors_the_covariance_spectrum_at_the_marchenko_pastur
         singular = np.linalg.svd(z - z.mean(0), compute_uv=False)
         lam = np.zeros(p)
         lam[: len(singular)] = singular**2 / m
-        floor = (1 - np.sqrt(p / m)) ** 2
+        floor = lam.mean() * (1 - np.sqrt(p / m)) ** 2
         assert got[c] == pytest.approx(0.5 * np.log2(1 + np.maximum(lam, floor)).sum(), rel=1e-10)
     unfloored = 0.5 * np.log2(1 + np.linalg.eigvalsh(np.cov(Z[1].T, bias=True)).clip(min=0)).sum()
     assert got[1] > unfloored  # the flat direction was lifted

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from semscale import pipeline, subsets
+from semscale import pipeline, stats, subsets
 from semscale.config import TrainConfig
 from semscale.study import bias
 
@@ -43,7 +43,7 @@ def test_class_measures_columns_and_alpha():
     w_prime = 2 ** frame.W - 2.0  # W = log2(α + W′) at w_alpha = 2
     np.testing.assert_allclose(frame.S_a1, frame.S_prime * np.log2(1 + w_prime))
     np.testing.assert_allclose(frame.S_a2, frame.S_prime * frame.W)
-    assert bias.measure_columns((1.0, 2.5)) == ["N", "E_n", "W", "S_prime", "S_a1", "S_a2.5"]
+    assert bias.measure_columns((1.0, 2.5)) == ["N", "E_n", "N_curve", "W", "S_prime", "S_a1", "S_a2.5"]
 
 
 def test_sample_measures_use_the_trainers_subset():
@@ -54,14 +54,14 @@ def test_sample_measures_use_the_trainers_subset():
     assert frame.N.tolist() == list(fields["train_counts"]) and frame.S_prime.max() == pytest.approx(1.0)
     assert frame.volume_shrinkage.notna().all() and (frame.volume_shrinkage > 0).all()
     ablation = bias.estimator_ablation(frame)
-    assert ablation.loc[0, ["dataset_variant", "source", "classes"]].tolist() == [subset.variant, frame.source[0], 10]
+    assert ablation.loc[0, ["source", "classes"]].tolist() == [frame.source[0], 10]
     assert -1 <= ablation.spearman[0] <= 1 and 0 <= ablation.classes_moved[0] <= 10
     assert bias.dataset_alpha(fields) == 2.0 and bias.dataset_alpha({"dataset": "digits"}) == 1.0
     assert bias.VARIANTS["mnist-lt-2"]["train_counts"] == subsets.MNIST_LT_2
 
 
 def test_estimator_ablation_names_the_classes_whose_rank_changes():
-    measures = pd.DataFrame({"dataset_variant": "v", "source": "s", "name": list("abcd"), "volume": [4.0, 3.0, 2.0, 1.0],
+    measures = pd.DataFrame({"variant": "v", "source": "s", "name": list("abcd"), "volume": [4.0, 3.0, 2.0, 1.0],
                              "volume_shrinkage": [4.0, 2.0, 3.0, 1.0]})
     (row,) = bias.estimator_ablation(measures).to_dict("records")
     assert (row["classes"], row["classes_moved"], row["largest_move"]) == (4, 2, 1.0)
@@ -82,3 +82,37 @@ def test_epochs_label_is_one_number_or_a_range():
     assert bias.epochs_label(runs, ["a"]) == 10 and isinstance(bias.epochs_label(runs, ["a"]), int)
     assert bias.epochs_label(runs, ["a", "c"]) == "10–60" and bias.epochs_label(runs) == "10–60"
     assert bias.run_words(["airbench-small"], "10–60", [0, 1]) == "airbench-small, 10–60 epochs, 2 seeds"
+
+
+def _long_tailed(accuracy_of_n, seeds=3):
+    """A long-tailed variant whose per-class accuracy is ``accuracy_of_n(N)`` plus seed noise; "scale" is N plus
+    noise unrelated to accuracy (the measure a test must not credit)."""
+    rng = np.random.default_rng(0)
+    n = np.array([5000, 2000, 900, 500, 300, 150, 90, 60, 40, 25])
+    measures = pd.DataFrame({"variant": "lt", "source": "s", "class": range(10), "N": n,
+                             "scale": n * rng.uniform(0.5, 1.5, 10)})
+    per_class = pd.DataFrame([{"variant": "lt", "model": "cnn", "seed": s, "class": c,
+                               "accuracy": accuracy_of_n(n[c]) + rng.normal(0, 0.01)} for s in range(seeds) for c in range(10)])
+    return measures, per_class
+
+
+def test_the_count_only_curve_fits_the_shape_of_accuracy_against_n():
+    measures, per_class = _long_tailed(lambda n: 1 - n**-0.3)
+    acc = bias.accuracy_matrix(per_class, variant="lt", model="cnn").mean(axis=0)
+    curve = bias.with_count_curve(measures, acc)
+    assert curve.N_curve_b.iloc[0] == pytest.approx(0.3, rel=0.2)
+    assert stats.corr(curve.N_curve, acc) > max(stats.corr(measures.N, acc), stats.corr(measures.scale, acc)) > 0
+    table = bias.correlation_table(measures, per_class, ["N", bias.COUNT_CURVE], methods=["pearson"], n_boot=200)
+    assert table.set_index("measure").estimate[bias.COUNT_CURVE] > 0.99 and bias.measure_label("N_curve") == "1 − N^(−b)"
+
+
+def test_the_primary_test_of_02_does_not_credit_a_scale_that_is_a_noisy_count():
+    measures, per_class = _long_tailed(lambda n: 1 - n**-0.3)
+    (row,) = bias.primary_test(per_class, measures, "lt", "cnn", "s", "scale", "N_curve", n_boot=500).to_dict("records")
+    assert row["verdict"] == "the count beats the scale" and row["high"] < 0 < row["detectable"]
+    assert row["difference"] == pytest.approx(row["r_measure"] - row["r_against"])
+    (same,) = bias.primary_test(per_class, measures.assign(scale=measures.N), "lt", "cnn", "s", "scale", "N",
+                                n_boot=500).to_dict("records")
+    assert same["difference"] == 0 and same["low"] == same["high"] == 0 and same["verdict"].startswith("no difference")
+    with pytest.raises(ValueError, match="trained variant"):
+        bias.primary_test(per_class, measures, "other", "cnn", "s", "scale")

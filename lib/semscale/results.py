@@ -107,6 +107,23 @@ def collect(source) -> Tables:
     return Tables(runs, tables["per_class"], tables["epochs"], tables["pool_history"], skipped)
 
 
+def run_records(*collected: Tables) -> pd.DataFrame:
+    """The per-run records a reference commits, so that every interval of its notebook can be recomputed: one row per
+    run (the first of its appearances across ``collected``): its labels and config fields, seed, subset sha256,
+    last-epoch metrics, img/s and provenance, and its per-class test accuracy as ``acc_<class>`` columns. The run's
+    folder (``path``, a path on the machine that trained it) is left out."""
+    frames = []
+    for tables in collected:
+        if tables.runs.empty:
+            continue
+        accuracy = tables.per_class.pivot_table(index="run", columns="class", values="accuracy")
+        accuracy.columns = [f"acc_{c}" for c in accuracy.columns]
+        frames.append(tables.runs.drop(columns=["path"]).merge(accuracy, left_on="run", right_index=True, how="left"))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).drop_duplicates("run").reset_index(drop=True)
+
+
 def _why_not_complete(folder: Path, problem: str | None) -> str:
     if problem:
         return f"damaged: {problem}; sweep.run moves it aside and trains it again"

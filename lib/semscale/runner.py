@@ -6,8 +6,8 @@ Profiles live in ``notebooks/profiles/<profile>.yaml``, keyed by notebook stem. 
 executed copy goes to ``results/<profile>/<stem>.ipynb`` and its figures and tables to
 ``results/<profile>/<stem>/`` (the notebook receives that folder as ``out_dir``).
 
-``--publish`` copies a successful run's tables (CSV) and figures (PNG) to ``reference/<profile>/<stem>/``
-with a provenance.json (commit, source hash, packages, device, parameters, minutes; taken when the run started, so
+``--publish`` copies a successful run's tables (CSV), figures (PNG) and executed notebook (outputs included, so a
+reader on the web sees each result under its cell) to ``reference/<profile>/<stem>/`` with a provenance.json (commit, source hash, packages, device, parameters, minutes; taken when the run started, so
 the published files themselves never make the commit "+dirty"), replacing what was
 published before except the hand-written FINDINGS.md; files over 5 MB are left out with a note. In the smoke
 profile the executed notebook itself is what gets published: ``reference/smoke/<stem>.ipynb``, which
@@ -259,6 +259,7 @@ def publish(run: NotebookRun, profile: str, reference_root: Path = REFERENCE) ->
             continue
         shutil.copyfile(path, target / path.name)
         copied.append(path.name)
+    copied.append(publish_executed_copy(run, target, keep_ignored=True).name)
     records.write_json_atomic(target / "provenance.json", {
         **(run.provenance or records.provenance()),
         "notebook": f"notebooks/{run.notebook}.ipynb",
@@ -273,9 +274,10 @@ def publish(run: NotebookRun, profile: str, reference_root: Path = REFERENCE) ->
     return target
 
 
-def publish_executed_copy(run: NotebookRun, folder: Path) -> Path:
+def publish_executed_copy(run: NotebookRun, folder: Path, keep_ignored: bool = False) -> Path:
     """Write the executed notebook to ``folder/<stem>.ipynb`` for nbval to re-run and compare, with its outputs and
-    papermill's injected-parameters cell, and without what differs from one machine or run to the next.
+    papermill's injected-parameters cell, and without what differs from one machine or run to the next
+    (``keep_ignored``: the outputs of the ignored cells too, for a reader: a reference's executed copy).
 
     Absolute paths become relative to the copy: ``out_dir`` then still names ``results/<profile>/<stem>/`` when nbval
     runs the copy from its own folder, the checkout becomes ``../..`` and the home folder ``~``. Papermill's and the
@@ -288,7 +290,7 @@ def publish_executed_copy(run: NotebookRun, folder: Path) -> Path:
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
-        if cell.cell_type == "code" and has_marker(cell.source, IGNORE_OUTPUT):
+        if cell.cell_type == "code" and has_marker(cell.source, IGNORE_OUTPUT) and not keep_ignored:
             cell.outputs = []
     relative = {str(run.outputs.resolve()): os.path.relpath(run.outputs.resolve(), folder.resolve()),
                 str(REPO): os.path.relpath(REPO, folder.resolve()), str(Path.home()): "~"}

@@ -351,12 +351,14 @@ def class_volumes(
 
 def shrinkage_volumes(features, labels, num_classes: int) -> torch.Tensor:
     """The authors' later, shrinkage-corrected volume of every class (PAPER.md §7; Zhao, …, Ma, *Information Density
-    Imbalance in Visual Object Detection*), in bits: ½·Σ log2(1 + λ'ᵢ), λ'ᵢ = max(λᵢ, (1 − √(p/m))²), where λᵢ are
-    the eigenvalues of the class covariance Σ = ZcᵀZc / m (p dimensions, m samples), each floored at the
-    Marchenko–Pastur lower edge, and there is no d/m factor. The floor is taken literally, in the features' own units
-    (the edge of a unit-variance spectrum). Float64, one eigendecomposition per class (an ablation, not the
-    training pool's measure: :func:`class_volumes` is). Empty classes are NaN, classes with one sample count all
-    their eigenvalues as floored."""
+    Imbalance in Visual Object Detection*), in bits: ½·Σ log2(1 + λ'ᵢ), λ'ᵢ = max(λᵢ, σ²(1 − √(p/m))²), where λᵢ are
+    the eigenvalues of the class covariance Σ = ZcᵀZc / m (p dimensions, m samples) floored at the Marchenko–Pastur
+    lower edge, and there is no d/m factor. PAPER.md writes the edge as (1 − √(p/m))², the edge of a spectrum of
+    unit variance; we scale it by the class's mean eigenvalue σ² = tr Σ / p, the edge of an MP spectrum of that
+    variance, because the unit-variance edge in the features' own units lets the units decide (pixels in [0, 1]
+    have eigenvalues far below 1, so every eigenvalue was floored and the volume became a function of m alone).
+    Float64, one eigendecomposition per class (an ablation, not the training pool's measure: :func:`class_volumes`
+    is). Empty classes are NaN."""
     C = _check_num_classes(num_classes)
     features = _check_features(_as_tensor(features, "features")).to(torch.float64)
     labels = _check_labels(_as_tensor(labels, "labels", features.device), features.shape[0])
@@ -371,7 +373,8 @@ def shrinkage_volumes(features, labels, num_classes: int) -> torch.Tensor:
         if m == 0:
             continue
         Zc = Z - Z.mean(dim=0, keepdim=True)
-        eigenvalues = torch.linalg.eigvalsh(Zc.T @ Zc / m).clamp(min=(1 - math.sqrt(p / m)) ** 2)
+        eigenvalues = torch.linalg.eigvalsh(Zc.T @ Zc / m)
+        eigenvalues = eigenvalues.clamp(min=float(eigenvalues.clamp(min=0).mean()) * (1 - math.sqrt(p / m)) ** 2)
         out[c] = 0.5 * torch.log2(1 + eigenvalues).sum()
     _warn_empty([int((labels == c).sum()) for c in range(C)], "shrinkage_volumes")
     return out

@@ -37,6 +37,7 @@ from .paper import PAPER_COUNTERPART, PAPER_TABLE1
 BETA = 0.9999
 ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0)
 S_DATA = "S_data"  # S at the dataset's α: 2 on long-tailed, 1 on balanced variants (PAPER.md §2)
+COUNT_CURVE = "N_curve"  # the count-only null 1 − N^(−b), b fitted to the accuracy (stats.best_count_curve)
 FEATURE_SOURCE = "feature (64-d pool)"
 
 #: The study's dataset variants as TrainConfig fields (names follow ``pipeline.select_subset``).
@@ -66,15 +67,16 @@ def s_column(alpha: float) -> str:
 
 
 def measure_columns(alphas: Iterable[float] = ALPHAS) -> list[str]:
-    """Table 1's columns, in its order: N, E_n, W, S′, S at every α."""
-    return ["N", "E_n", "W", "S_prime", *[s_column(a) for a in alphas]]
+    """Table 1's columns, in its order: N, E_n, the count-only curve (ours), W, S′, S at every α."""
+    return ["N", "E_n", COUNT_CURVE, "W", "S_prime", *[s_column(a) for a in alphas]]
 
 
 def measure_label(column: str) -> str:
     """The display name of a measure column: "S α=1.5" for S_a1.5, "S′" for S_prime (written into the tables too)."""
     if column.startswith("S_a"):
         return f"S α={column[3:]}"
-    return {"S_prime": "S′", "E_n": "E_n", "volume": "volume (bits)", S_DATA: "S at the dataset's α"}.get(column, column)
+    return {"S_prime": "S′", "E_n": "E_n", "volume": "volume (bits)", S_DATA: "S at the dataset's α",
+            COUNT_CURVE: "1 − N^(−b)", "volume_shrinkage": "shrinkage volume (bits)"}.get(column, column)
 
 
 def sample_source(pixel_scale: float) -> str:
@@ -150,13 +152,13 @@ def feature_measures(run_dir, *, alphas: Sequence[float] = ALPHAS, beta: float =
     return frame
 
 
-def estimator_ablation(measures: pd.DataFrame, by: Sequence[str] = ("dataset_variant", "source")) -> pd.DataFrame:
+def estimator_ablation(measures: pd.DataFrame, by: Sequence[str] = ("variant", "source", "run")) -> pd.DataFrame:
     """The paper's volume (PAPER.md §1) against the shrinkage-corrected one (§7, ``volume_shrinkage``) per variant and
     source (and run, for features): Spearman between the two class rankings, how many classes change rank, the
     largest change and the classes that move most."""
-    keys = [k for k in (*by, "run") if k in measures and measures[k].notna().all()]
+    keys = [k for k in by if k in measures]
     rows = []
-    for key, part in measures.groupby(keys, sort=False):
+    for key, part in measures.groupby(keys, sort=False, dropna=False):
         paper = part.volume.rank(ascending=False, method="average").to_numpy()
         shrunk = part.volume_shrinkage.rank(ascending=False, method="average").to_numpy()
         moved = np.abs(paper - shrunk)
@@ -180,6 +182,8 @@ def correlation_table(measures: pd.DataFrame, accuracy: pd.DataFrame, columns: S
     accuracy: per-class rows with ``seed``, ``class``, ``accuracy``.
     """
     acc = accuracy.pivot_table(index="seed", columns="class", values="accuracy")
+    if COUNT_CURVE in columns and COUNT_CURVE not in measures:
+        measures = with_count_curve(measures, acc.mean(axis=0))
     rows = []
     for col in columns:
         if "seed" in measures.columns and measures["seed"].notna().all():
@@ -190,6 +194,42 @@ def correlation_table(measures: pd.DataFrame, accuracy: pd.DataFrame, columns: S
             iv = stats.bootstrap_corr(m, acc.to_numpy(), method, n_boot=n_boot, level=level, seed=seed)
             rows.append({"measure": col, "label": measure_label(col), "method": method, **asdict(iv), "text": iv.text()})
     return pd.DataFrame(rows)
+
+
+def with_count_curve(measures: pd.DataFrame, mean_accuracy: pd.Series) -> pd.DataFrame:
+    """``measures`` with the count-only null ``N_curve`` = 1 − N^(−b) (and ``N_curve_b``): b chosen so that the curve
+    correlates best with the seed-mean per-class accuracy (``stats.best_count_curve``). A scale credited with
+    predicting accuracy on long-tailed data must beat it: it knows only how many images a class has, and it is
+    fitted to the very accuracies it predicts (so it is, if anything, favoured)."""
+    per_class = measures.drop_duplicates("class").set_index("class")
+    classes = [c for c in mean_accuracy.index if c in per_class.index]
+    b, _ = stats.best_count_curve(per_class.N.loc[classes].to_numpy(float), mean_accuracy.loc[classes].to_numpy())
+    return measures.assign(N_curve_b=b, N_curve=1 - measures.N.astype(float) ** -b if math.isfinite(b) else math.nan)
+
+
+def primary_test(per_class: pd.DataFrame, measures: pd.DataFrame, variant: str, model: str, source: str,
+                 measure: str, against: str = "N", *, effect: float = 0.1, n_boot: int = 2000,
+                 level: float = 0.95) -> pd.DataFrame:
+    """The chapter's one pre-registered comparison: r(measure) − r(against) across classes, Pearson with the seed-mean
+    per-class accuracy of ``variant``'s ``model`` networks, with a paired bootstrap over classes and seeds (each
+    replicate resamples both correlations alike), and the smallest difference the design detects (from the
+    interval's width, normal approximation). Verdict: "the scale beats the count" (interval above 0), "the count
+    beats the scale" (below 0), "no difference of ``effect`` or more" (the interval inside ±effect), else
+    "inconclusive"."""
+    m = measures[(measures.variant == variant) & (measures.source == source)]
+    if m.empty or per_class[(per_class.variant == variant) & (per_class.model == model)].empty:
+        raise ValueError(f"no {source!r} measures or no {model} accuracy for {variant!r}: pick a trained variant")
+    acc = accuracy_matrix(per_class, variant=variant, model=model)
+    if COUNT_CURVE in (measure, against):
+        m = with_count_curve(m, acc.mean(axis=0))
+    m = m.drop_duplicates("class").set_index("class").loc[acc.columns]
+    out = stats.bootstrap_corr_difference(m[measure].to_numpy(float), m[against].to_numpy(float), acc.to_numpy(),
+                                          n_boot=n_boot, level=level)
+    verdict = ("the scale beats the count" if out["low"] > 0 else "the count beats the scale" if out["high"] < 0
+               else f"no difference of {effect:g} or more" if -effect < out["low"] and out["high"] < effect
+               else "inconclusive")
+    return pd.DataFrame([{"variant": variant, "model": model, "source": source, "measure": measure_label(measure),
+                          "against": measure_label(against), **out, "effect_of_interest": effect, "verdict": verdict}])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -656,6 +696,8 @@ class MeasureExplorer:
         if m.empty or acc_rows.empty:
             return message_figure(f"{source_label(source)} was not measured for {variant} with {model}: feature measures "
                                   f"exist only for the trained variants' feature seeds.")
+        if measure == COUNT_CURVE:
+            m = with_count_curve(m, accuracy_matrix(acc_rows).mean(axis=0))
         x = m.groupby(["class", "name"])[measure].mean().reset_index()
         acc = accuracy_matrix(acc_rows)[x["class"]]
         y, spread = 100 * acc.mean().to_numpy(), 100 * acc.std().fillna(0).to_numpy()
