@@ -27,7 +27,7 @@ LAYERS = [
     # the notebooks' chapters and the runner
     ["study.paper", "study.taxonomy", "study.primer"],
     ["study.bias", "study.marginal", "study.longtail"],
-    ["runner"],
+    ["runner", "findings"],
 ]
 ORDER = [m for layer in LAYERS for m in layer]
 

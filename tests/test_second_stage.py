@@ -59,6 +59,12 @@ def test_crt_learns_a_balanced_classifier_on_features():
     assert len(rows) == 3 and rows[0]["lr"] == 0.2 and rows[2]["lr"] == pytest.approx(0.2 * 0.25)
     pred = (f @ w.t() + b).argmax(1)
     assert (pred[labels == 1] == 1).float().mean() > 0.9
+    # classifier-balancing's epoch: int(N / batch) batches, its cosine stepped at each epoch's start (last epoch: lr 0)
+    _, _, ref = second_stage.train_classifier(f, labels, counts, torch.zeros(2, 2), torch.zeros(2), learn="all",
+                                              epochs=3, lr=0.2, batch_size=64, seed=0, steps="reference")
+    assert [r["lr"] for r in ref] == pytest.approx([0.2 * 0.75, 0.2 * 0.25, 0.0])
+    assert rows[0]["img_per_s"] > 0 and second_stage.epoch_plan("reference", 1, 3, 0.2, 220, counts, 64)[1] == 192
+    assert second_stage.epoch_plan("n_max", 1, 3, 0.2, 220, counts, 64) == (0.2, 400)  # n_max * C draws
     # LWS learns only the scales: the direction of every class weight stays
     w2, b2, _ = second_stage.train_classifier(f, labels, counts, w, b, learn="scales", epochs=1, lr=0.2, batch_size=64, seed=0)
     assert torch.allclose(F.normalize(w2, dim=1), F.normalize(w, dim=1), atol=1e-6)
@@ -110,6 +116,10 @@ def test_bad_second_stage_configs_are_refused():
         tiny_config(stage2_lr=0.1)
     with pytest.raises(ConfigError, match="stage2_tau applies"):
         tiny_config(second_stage="crt", stage2_tau="1")
+    with pytest.raises(ConfigError, match="stage2_steps applies to crt and lws"):
+        tiny_config(second_stage="posthoc-la", stage2_steps="reference")
+    with pytest.raises(ConfigError, match="stage2_steps must be one of"):
+        tiny_config(second_stage="crt", stage2_steps="all")
     with pytest.raises(ConfigError, match="number or 'heldout'"):
         tiny_config(second_stage="tau-norm", stage2_tau="best")
 
@@ -126,6 +136,7 @@ def test_sweep_shares_the_first_stage_and_collects_second_stages(tmp_path, tiny)
     assert len(tables.per_class) == 40 and sorted(tables.epochs.groupby("run").size()) == [3, 3, 7, 12]  # 2 + (1, 1, 5, 10)
     crt = done[1].record["second_stage"]
     assert crt["epochs"] == 10 and crt["features"].startswith("penultimate features")
+    assert crt["steps"] == "reference" and "int(N / batch)" in crt["sampling"]  # the catalogue's cRT is the reference's
     tau = done[2].record["second_stage"]
     assert tau["tau_setting"] == "heldout" and tau["tau"] in second_stage.TAU_GRID
     # the plain CE run asked for later is read back, and so are the second stages

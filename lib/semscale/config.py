@@ -110,13 +110,15 @@ LOSS_PARAM_FIELDS = {
 ADDED_FIELDS: dict[str, typing.Any] = {
     "sampler": "none", "gce_q": None, "gca_margin": None, "mwn": False, "mwn_meta_per_class": 10, "mwn_lr": 1e-5,
     "second_stage": "none", "stage2_tau": None, "stage2_epochs": None, "stage2_lr": 0.2, "stage2_batch_size": 512,
+    "stage2_steps": "n_max",
     "record_drift": False, "label_smoothing": 0.0, "decoupled_lr": False, "bias_lr_scale": 1.0, "lookahead": False,
     "pad_mode": "zeros", "flip_mode": "random", "whiten_bias_epochs": 3, "precision": "fp32",
 }
 # Fields that earlier configs carried and this code no longer has, with the one value they ever had: ``bf16`` (True:
 # bf16 autocast on CUDA, fp32 on the CPU) gave way to ``precision``. Read from old records, they are dropped.
 REMOVED_FIELDS: dict[str, typing.Any] = {"bf16": True}
-SECOND_STAGE_FIELDS = ("second_stage", "stage2_tau", "stage2_epochs", "stage2_lr", "stage2_batch_size")
+SECOND_STAGE_FIELDS = ("second_stage", "stage2_tau", "stage2_epochs", "stage2_lr", "stage2_batch_size", "stage2_steps")
+STAGE2_STEPS = ("reference", "n_max")  # semscale.second_stage: classifier-balancing's epoch and schedule, or n_max·C draws
 RESUMABLE_FIELDS = ("device", "compile", "progress", "checkpoint_every", "stop_after_epoch", "eval_every", "eval_batch_size")
 FIXED_NORMALIZATION = {  # (mean, std) per channel
     "mnist": ((0.1307,), (0.3081,)),
@@ -188,6 +190,9 @@ class TrainConfig:
     stage2_epochs: int | None = _opt(None, "crt / lws epochs (default 10 for crt, 5 for lws)")
     stage2_lr: float = _opt(0.2, "crt / lws learning rate (SGD, momentum 0.9, wd 5e-4, cosine)")
     stage2_batch_size: int = _opt(512, "crt / lws batch size")
+    stage2_steps: str = _opt("n_max", "crt / lws epoch: 'reference' (classifier-balancing's: int(N / batch) class-aware "
+                                      "batches, cosine stepped at each epoch's start; the methods catalogue's) or 'n_max' "
+                                      "(n_max*C draws, lr from the epoch's start)")
     # DSB
     dsb: bool = _opt(False, "weight the loss by 1/S from the feature pool (DSB)")
     dsb_stage_epochs: int = _opt(5, "n: epoch 1 fills the pool, 2..n refresh it, weighting from n+1")
@@ -378,6 +383,9 @@ def _validate(c: TrainConfig) -> None:
         _check(c.stage2_epochs is None or c.second_stage in ("crt", "lws"), "stage2_epochs applies to crt and lws")
         _check(c.stage2_epochs is None or c.stage2_epochs >= 1, "stage2_epochs must be >= 1")
         _check(c.stage2_lr >= 0 and c.stage2_batch_size >= 1, "stage2_lr must be >= 0 and stage2_batch_size >= 1")
+        _check(c.stage2_steps in STAGE2_STEPS, f"stage2_steps must be one of {', '.join(STAGE2_STEPS)}, got {c.stage2_steps!r}")
+        _check(c.stage2_steps == ADDED_FIELDS["stage2_steps"] or c.second_stage in ("crt", "lws"),
+               "stage2_steps applies to crt and lws")
         if c.stage2_tau is not None and c.stage2_tau != "heldout":
             tau = _number(c.stage2_tau)
             _check(tau is not None and tau >= 0,

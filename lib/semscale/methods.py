@@ -69,9 +69,9 @@ OTHER_METHODS: dict[str, dict[str, Any]] = {
     "Post-hoc LA": {"loss": "ce", "second_stage": "posthoc-la"},
     "Post-hoc LA (τ held-out)": {"loss": "ce", "second_stage": "posthoc-la", "stage2_tau": "heldout"},
     # Kang et al. 2020 (facebookresearch/classifier-balancing): second stages on the CE run (semscale.second_stage)
-    "cRT": {"loss": "ce", "second_stage": "crt"},
+    "cRT": {"loss": "ce", "second_stage": "crt", "stage2_steps": "reference"},
     "τ-norm": {"loss": "ce", "second_stage": "tau-norm"},
-    "LWS": {"loss": "ce", "second_stage": "lws"},
+    "LWS": {"loss": "ce", "second_stage": "lws", "stage2_steps": "reference"},
     # Cortes, Mohri & Zhong 2025, forms derived from the abstract (losses.py): q = 0.5, τ = 1, margin 0.5
     "GLA": {"loss": "gla"},
     "GCA": {"loss": "gca"},

@@ -21,10 +21,16 @@ pool_history.csv, model.pt), so ``results.collect`` treats it like any run. Ever
   seeded by ``seed``; run_networks.py ``load_model`` skips the DotProductClassifier's weights, lines 679-683)
   trained on the frozen features, 10 epochs (cls_crt.yaml ``num_epochs: 10``).
 
-cRT and LWS train with class-balanced sampling (cls_*.yaml ``sampler: ClassAwareSampler``), n_max·C draws per epoch
-(data/ClassAwareSampler.py line 74), here as draws with replacement ∝ 1/n_c from a seeded generator; SGD lr 0.2,
-momentum 0.9, weight decay 5e-4 (cls_*.yaml ``optim_params``), batch 512, cosine to 0 over the epochs (``coslr:
-true``, ``endlr: 0.0``), CE. **Features**: the frozen backbone's penultimate features are extracted once, in eval
+cRT and LWS train with class-balanced sampling (cls_*.yaml ``sampler: ClassAwareSampler``), here as draws with
+replacement ∝ 1/n_c from a seeded generator (the sampler cycles classes and, within a class, its images: the same
+distribution, without its round-robin); SGD lr 0.2, momentum 0.9, weight decay 5e-4 (cls_*.yaml ``optim_params``),
+batch 512, cosine to 0 over the epochs (``coslr: true``, ``endlr: 0.0``), CE. ``stage2_steps`` says what an epoch
+is: ``reference`` (the methods catalogue's) as classifier-balancing runs it: its sampler's length is n_max·C
+(data/ClassAwareSampler.py line 74) but its loop stops each epoch after ``int(N / batch)`` batches, N the subset's
+size (run_networks.py lines 61-63 and 265-266), and its ``CosineAnnealingLR`` is stepped at the start of each epoch
+(line 255), so epoch e trains at lr·½(1 + cos(π e / E)) and the last one at 0; ``n_max`` (semscale's earlier
+epoch, kept for the runs made with it) draws n_max·C samples per epoch (about 4× more on CIFAR-10-LT IF 100,
+11× on ImageNet-LT) at lr·½(1 + cos(π (e − 1) / E)). **Features**: the frozen backbone's penultimate features are extracted once, in eval
 mode, without augmentation (float32), and the classifier is trained on them. Kang et al. freeze the backbone
 (``feat_model: fix: true``) and feed augmented images; with a frozen backbone the only differences are the
 augmentation and BatchNorm's mode, and extracting once makes the second stage cost one forward pass over the
@@ -112,16 +118,25 @@ def choose_tau(make, features, labels, num_classes) -> tuple[float, dict[float, 
     return min(t for t, a in scores.items() if a == best), scores
 
 
-def balanced_draws(labels: torch.Tensor, counts, generator: torch.Generator) -> torch.Tensor:
-    """n_max·C sample ids drawn with replacement, each with probability ∝ 1/n_y (class-balanced)."""
+def balanced_draws(labels: torch.Tensor, counts, generator: torch.Generator, draws: int | None = None) -> torch.Tensor:
+    """``draws`` sample ids (default n_max·C) drawn with replacement, each with probability ∝ 1/n_y (class-balanced)."""
     p = pipeline.sampling_probabilities(labels, counts, "class-balanced")
-    return torch.multinomial(p.float(), int(np.max(counts)) * len(counts), replacement=True, generator=generator)
+    draws = int(np.max(counts)) * len(counts) if draws is None else draws
+    return torch.multinomial(p.float(), draws, replacement=True, generator=generator)
+
+
+def epoch_plan(steps: str, epoch: int, epochs: int, lr: float, n: int, counts, batch_size: int) -> tuple[float, int]:
+    """(learning rate, draws) of one second-stage epoch under ``stage2_steps`` (see the module docstring)."""
+    if steps == "reference":
+        return cosine_lr(lr, epoch + 1, epochs), (n // batch_size) * batch_size
+    return cosine_lr(lr, epoch, epochs), int(np.max(counts)) * len(counts)
 
 
 def train_classifier(features, labels, counts, weight, bias, *, learn: str, epochs: int, lr: float,
-                     batch_size: int, seed: int, evaluate=None) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+                     batch_size: int, seed: int, steps: str = "n_max", evaluate=None) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Train a linear classifier on frozen ``features`` with class-balanced draws; ``learn`` is 'all' (cRT: W and b
-    from the given initialisation) or 'scales' (LWS: s, init 1, W and b frozen). Returns (W, b, epoch rows)."""
+    from the given initialisation) or 'scales' (LWS: s, init 1, W and b frozen); ``steps``: ``stage2_steps``.
+    Returns (W, b, epoch rows)."""
     device = features.device
     if learn == "all":
         params = [weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)]
@@ -134,10 +149,11 @@ def train_classifier(features, labels, counts, weight, bias, *, learn: str, epoc
 
     rows = []
     for epoch in range(1, epochs + 1):
+        epoch_lr, draws = epoch_plan(steps, epoch, epochs, lr, len(labels), counts, batch_size)
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(lr, epoch, epochs)
+            group["lr"] = epoch_lr
         generator = pipeline.epoch_generator(seed, 1_000_000 + epoch, device)  # apart from the first stage's epochs
-        order = balanced_draws(labels, counts, generator)
+        order = balanced_draws(labels, counts, generator, draws)
         start, loss_sum, correct = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device), 0
         for s in range(0, len(order), batch_size):
             ids = order[s:s + batch_size]
@@ -150,7 +166,7 @@ def train_classifier(features, labels, counts, weight, bias, *, learn: str, epoc
             loss_sum += loss.detach().double() * len(ids)
             correct += (logits.detach().argmax(1) == labels[ids]).sum()
         seconds = time.perf_counter() - start
-        row = {"lr": cosine_lr(lr, epoch, epochs), "train_loss": float(loss_sum) / len(order),
+        row = {"lr": epoch_lr, "train_loss": float(loss_sum) / len(order),
                "train_acc": float(correct) / len(order), "img_per_s": len(order) / seconds, "seconds": seconds}
         if evaluate is not None:
             row.update(evaluate(*(t.detach() for t in current())))
@@ -229,10 +245,14 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, resume: bool 
         init_w, init_b = (fresh_w, fresh_b) if c.second_stage == "crt" else (W0, b0)
         W, b, rows = train_classifier(f_train, data.train_labels, data.train_counts, init_w, init_b,
                                       learn="all" if c.second_stage == "crt" else "scales", epochs=epochs,
-                                      lr=c.stage2_lr, batch_size=c.stage2_batch_size, seed=c.seed, evaluate=row_metrics)
+                                      lr=c.stage2_lr, batch_size=c.stage2_batch_size, seed=c.seed, steps=c.stage2_steps,
+                                      evaluate=row_metrics)
+        reference = c.stage2_steps == "reference"
         info.update({"epochs": epochs, "lr": c.stage2_lr, "batch_size": c.stage2_batch_size, "momentum": MOMENTUM,
-                     "weight_decay": WEIGHT_DECAY, "schedule": "cosine to 0", "loss": "ce",
-                     "sampling": "class-balanced, n_max*C draws with replacement per epoch"})
+                     "weight_decay": WEIGHT_DECAY, "loss": "ce", "steps": c.stage2_steps,
+                     "schedule": "cosine to 0, stepped at each epoch's start" if reference else "cosine to 0",
+                     "sampling": "class-balanced draws with replacement, "
+                                 + ("int(N / batch) batches per epoch" if reference else "n_max*C per epoch")})
         if c.second_stage == "lws":
             info["scales"] = (W.norm(dim=1) / W0.norm(dim=1)).tolist()
     train_seconds = time.perf_counter() - start
