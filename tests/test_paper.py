@@ -6,7 +6,8 @@ from semscale.study import bias, paper
 
 
 def test_table1_measures_are_study_bias_columns():
-    assert paper.TABLE1_MEASURES == bias.measure_columns()
+    # every measure of the paper's Table 1, in its order; ours adds the count-only null
+    assert paper.TABLE1_MEASURES == [c for c in bias.measure_columns() if c != bias.COUNT_CURVE]
     assert list(paper.PAPER_TABLE1.columns) == ["data", "model", *paper.TABLE1_MEASURES]
 
 

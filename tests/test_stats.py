@@ -128,3 +128,9 @@ def test_best_count_curve_finds_the_saturating_shape_of_the_count():
     assert all(math.isnan(v) for v in stats.best_count_curve(m, np.ones(6)))  # a constant y: undefined
     with pytest.raises(ValueError, match="counts"):
         stats.best_count_curve([0, 1, 2], [1, 2, 3])
+
+
+def test_detectable_from_an_interval_is_the_normal_power_formula():
+    # a 95 % interval of half-width 1.96 sigma: 80 % power at (1.96 + 0.84) sigma
+    assert stats.detectable_from_interval(-1.96, 1.96) == pytest.approx(1.96 + 0.8416, rel=1e-3)
+    assert stats.detectable_from_interval(0.0, 0.0) == 0.0

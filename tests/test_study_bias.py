@@ -104,6 +104,10 @@ def test_the_count_only_curve_fits_the_shape_of_accuracy_against_n():
     assert stats.corr(curve.N_curve, acc) > max(stats.corr(measures.N, acc), stats.corr(measures.scale, acc)) > 0
     table = bias.correlation_table(measures, per_class, ["N", bias.COUNT_CURVE], methods=["pearson"], n_boot=200)
     assert table.set_index("measure").estimate[bias.COUNT_CURVE] > 0.99 and bias.measure_label("N_curve") == "1 − N^(−b)"
+    # balanced (N the same for every class), measures per seed as the features' are: undefined, as for N itself
+    balanced = pd.concat([measures.assign(N=100, seed=s) for s in range(3)])
+    table = bias.correlation_table(balanced, per_class, ["N", bias.COUNT_CURVE], methods=["pearson"], n_boot=200)
+    assert table.text.tolist() == ["undefined", "undefined"]
 
 
 def test_the_primary_test_of_02_does_not_credit_a_scale_that_is_a_noisy_count():

@@ -105,6 +105,12 @@ def _02_primary_diff(root: Path) -> str:
     return f"{signed(p.difference)} {interval(p.low, p.high)}"
 
 
+@fact("02.count_curve.diff")
+def _02_count_curve_diff(root: Path) -> str:
+    p = _csv(root, "02_scale_and_bias", "primary_test").iloc[1]
+    return f"{signed(p.difference)} {interval(p.low, p.high)}"
+
+
 @fact("02.primary.verdict")
 def _02_primary_verdict(root: Path) -> str:
     return str(_csv(root, "02_scale_and_bias", "primary_test").iloc[0].verdict)

@@ -122,11 +122,17 @@ def bootstrap_corr_difference(measure_a, measure_b, accuracy, method: str = "pea
             - rowwise_corr(b[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1), acc_boot, method))
     diff = diff[np.isfinite(diff)]
     low, high = percentile_interval(diff, level)
-    z = stats.norm.ppf(0.5 + level / 2)
     return {"r_measure": r_a, "r_against": r_b, "difference": r_a - r_b, "low": low, "high": high,
             "share_measure_better": float(np.mean(diff > 0)) if len(diff) else math.nan,
-            "detectable": (z + stats.norm.ppf(power)) * (high - low) / (2 * z), "n_classes": C, "n_seeds": S,
+            "detectable": detectable_from_interval(low, high, level=level, power=power), "n_classes": C, "n_seeds": S,
             "n_boot": n_boot}
+
+
+def detectable_from_interval(low: float, high: float, *, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference a test with this ``level`` interval finds with probability ``power``, from the
+    interval's width (normal approximation: (z₁₋α/₂ + z_power) · half-width / z₁₋α/₂)."""
+    z = stats.norm.ppf(0.5 + level / 2)
+    return float((z + stats.norm.ppf(power)) * (high - low) / (2 * z))
 
 
 # ---------------------------------------------------------------------------------------------------------

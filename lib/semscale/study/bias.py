@@ -204,7 +204,8 @@ def with_count_curve(measures: pd.DataFrame, mean_accuracy: pd.Series) -> pd.Dat
     per_class = measures.drop_duplicates("class").set_index("class")
     classes = [c for c in mean_accuracy.index if c in per_class.index]
     b, _ = stats.best_count_curve(per_class.N.loc[classes].to_numpy(float), mean_accuracy.loc[classes].to_numpy())
-    return measures.assign(N_curve_b=b, N_curve=1 - measures.N.astype(float) ** -b if math.isfinite(b) else math.nan)
+    # where N is the same for every class no curve of it correlates: a constant, so Table 1 says "undefined" as for N
+    return measures.assign(N_curve_b=b, N_curve=1 - measures.N.astype(float) ** -b if math.isfinite(b) else 0.0)
 
 
 def primary_test(per_class: pd.DataFrame, measures: pd.DataFrame, variant: str, model: str, source: str,
