@@ -211,3 +211,18 @@ def test_drift_and_cost_figures_read_in_words(tmp_path):
     cost = pd.DataFrame({"method": ["CE", "LDAM-DRW"], "weight_epoch_ratio": [0.6, 0.7], "dataset_variant": "mnist-lt100"})
     figure_words(lt.plot_cost(cost, "AMD EPYC", 128))
     plt.close("all")
+
+
+def test_selection_rules_put_the_last_the_held_out_chosen_and_the_best_test_epoch_side_by_side():
+    rows = []
+    for seed, (top1, held) in enumerate([([0.50, 0.70, 0.60], [0.4, 0.8, 0.8]), ([0.55, 0.65, 0.62], [0.9, 0.5, 0.6])]):
+        rows += [{"run": f"r{seed}", "dataset_variant": "v", "method": "CE", "seed": seed, "epoch": e + 1, "top1": t,
+                  "heldout_top1": h} for e, (t, h) in enumerate(zip(top1, held))]
+    table = lt.selection_rules(pd.DataFrame(rows)).iloc[0]
+    assert table.runs == 2
+    assert table.last_mean == pytest.approx(61.0)  # 60, 62
+    assert table.heldout_chosen_mean == pytest.approx((60 + 55) / 2)  # ties go to the later epoch (3), then epoch 1
+    assert table.best_on_test_mean == pytest.approx((70 + 65) / 2)
+    assert table.optimism_mean == pytest.approx(((70 - 60) + (65 - 62)) / 2)
+    no_heldout = lt.selection_rules(pd.DataFrame(rows).drop(columns="heldout_top1")).iloc[0]
+    assert math.isnan(no_heldout.heldout_chosen_mean) and no_heldout.best_on_test_mean == table.best_on_test_mean

@@ -196,3 +196,21 @@ def test_hooks_see_every_step_and_epoch_and_change_nothing(tmp_path, straight_ru
     assert seen.calls == (epoch + [("before", 2)] + weighted + [("after", 2, True), ("before", 3)] + weighted
                           + [("after", 3, True)])
     _assert_same_results(straight_run, tmp_path)
+
+
+def test_eval_heldout_records_the_held_out_accuracy_and_changes_no_training(tmp_path):
+    """With eval_heldout every evaluation also scores the balanced held-out split of unused training images
+    (epochs.csv heldout_top1); the training itself is the plain run's, weight for weight."""
+    from conftest import same_weights
+    from semscale import second_stage
+
+    plain = engine.train(tiny_config(eval_every=1), tmp_path / "plain")
+    watched = engine.train(tiny_config(eval_every=1, eval_heldout=True), tmp_path / "watched")
+    assert watched["final"] == plain["final"] and same_weights(tmp_path / "plain", tmp_path / "watched")
+    epochs = pd.read_csv(tmp_path / "watched" / "epochs.csv")
+    assert epochs.heldout_top1.between(0, 1).all() and len(epochs) == 2
+    assert "heldout_top1" not in pd.read_csv(tmp_path / "plain" / "epochs.csv")
+    # a second stage on such a run keeps its epochs.csv columns
+    config = tiny_config(eval_every=1, eval_heldout=True, second_stage="crt", stage2_epochs=1)
+    second_stage.train_second_stage(config, tmp_path / "crt", tmp_path / "watched")
+    assert list(pd.read_csv(tmp_path / "crt" / "epochs.csv").columns) == list(epochs.columns)

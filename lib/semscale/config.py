@@ -113,6 +113,7 @@ ADDED_FIELDS: dict[str, typing.Any] = {
     "stage2_steps": "n_max",
     "record_drift": False, "label_smoothing": 0.0, "decoupled_lr": False, "bias_lr_scale": 1.0, "lookahead": False,
     "pad_mode": "zeros", "flip_mode": "random", "whiten_bias_epochs": 3, "precision": "fp32",
+    "eval_heldout": False,
 }
 # Fields that earlier configs carried and this code no longer has, with the one value they ever had: ``bf16`` (True:
 # bf16 autocast on CUDA, fp32 on the CPU) gave way to ``precision``. Read from old records, they are dropped.
@@ -201,6 +202,8 @@ class TrainConfig:
     track_pool: bool = _opt(True, "keep the pool in non-DSB runs too (S columns in the outputs)")
     pool_dim: int = _opt(64, "features are average-pooled to this many dimensions")
     record_drift: bool = _opt(False, "also record how far pooled features move between visits (drift_*.csv; semscale.drift)")
+    eval_heldout: bool = _opt(False, "at every evaluation also record top-1 on the balanced held-out split of unused training "
+                                     "images (cdb_heldout per class; epochs.csv heldout_top1): selecting an epoch without the test set")
     # optimisation
     epochs: int = _opt(200, "training epochs")
     batch_size: int | None = _opt(None, "mini-batch size (the last partial batch is kept)")

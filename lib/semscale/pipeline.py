@@ -158,8 +158,9 @@ def load_data(config: TrainConfig, device: torch.device, heldout: bool = False, 
 
 
 def load_run_data(config: TrainConfig, device: torch.device) -> TrainData:
-    """:func:`load_data` with the extra splits ``config`` trains with: CDB's held-out split, MWN's meta set."""
-    return load_data(config, device, heldout=config.reweight == "cdb", meta=config.mwn)
+    """:func:`load_data` with the extra splits ``config`` trains or evaluates with: the held-out split (CDB's
+    difficulty, ``eval_heldout``), MWN's meta set."""
+    return load_data(config, device, heldout=config.reweight == "cdb" or config.eval_heldout, meta=config.mwn)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -263,7 +263,7 @@ def train_second_stage(config: TrainConfig, out_dir, first_dir, *, resume: bool 
     E = first_config.epochs
     first_rows = pd.read_csv(first_dir / "epochs.csv")
     stage_rows = pd.DataFrame([{"epoch": E + i + 1, **r, "eval_seconds": 0.0} for i, r in enumerate(rows)])
-    records.write_csv_atomic(out / "epochs.csv", pd.concat([first_rows, stage_rows[first_rows.columns]], ignore_index=True))
+    records.write_csv_atomic(out / "epochs.csv", pd.concat([first_rows, stage_rows.reindex(columns=first_rows.columns)], ignore_index=True))
     records.write_bytes_atomic(out / "pool_history.csv", (first_dir / "pool_history.csv").read_bytes())
     per_class = pd.read_csv(first_dir / "per_class.csv")
     per_class["accuracy"] = test["per_class"]

@@ -218,13 +218,16 @@ def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
         history["pool"] += pool.to_dict("records")
     start = time.perf_counter()
     test = evaluate(run) if state.epoch == c.epochs or (c.eval_every and state.epoch % c.eval_every == 0) else None
+    heldout = {}
+    if c.eval_heldout:  # selecting an epoch on unused training images, never on the test set
+        heldout = {"heldout_top1": float(np.mean(heldout_accuracy(run))) if test else float("nan")}
     history["train_seconds"] += state.seconds
     history["epochs"].append({
         "epoch": state.epoch,
         "lr": learning_rate(c, state.epoch, (state.epoch - 1) * run.num_batches, run.total_steps),  # at its first step
         "train_loss": train_loss,
         "train_acc": float(state.correct.sum()) / n,
-        **{k: (test[k] if test else float("nan")) for k in ("top1", "balanced", "many", "medium", "few")},
+        **{k: (test[k] if test else float("nan")) for k in ("top1", "balanced", "many", "medium", "few")}, **heldout,
         "img_per_s": n / state.seconds,
         "seconds": state.seconds,
         "eval_seconds": time.perf_counter() - start if test else 0.0,

@@ -161,6 +161,32 @@ def primary_test(runs: pd.DataFrame, pilot_sd: float, effect: float, base: str =
     return table
 
 
+def selection_rules(epochs: pd.DataFrame, by: Iterable[str] = ("dataset_variant", "method")) -> pd.DataFrame:
+    """Three ways to report a run, side by side (PAPER.md §7, "Selection rules in peers"): the last epoch (this
+    study's headline), the epoch chosen on the balanced held-out split of unused training images (``heldout_top1``,
+    runs with ``eval_heldout``; ties go to the later epoch), and the best epoch on the test set (what several peer
+    codebases print). Per run, then mean ± std per group in points, with best-on-test's optimism over the last epoch.
+    ``epochs``: ``results.collect(...).epochs`` of runs evaluated every epoch (``eval_every=1``)."""
+    by = [k for k in by if k in epochs]
+    rows = []
+    for run, e in epochs.dropna(subset=["top1"]).groupby("run", sort=False):
+        e = e.sort_values("epoch")
+        chosen = e.heldout_top1.to_numpy()[::-1].argmax() if "heldout_top1" in e and e.heldout_top1.notna().any() else None
+        rows.append({**{k: e[k].iloc[0] for k in by}, "run": run, "seed": e.seed.iloc[0] if "seed" in e else None,
+                     "evaluated_epochs": len(e), "last": 100 * e.top1.iloc[-1],
+                     "heldout_chosen": 100 * e.top1.to_numpy()[::-1][chosen] if chosen is not None else float("nan"),
+                     "heldout_epoch": int(e.epoch.to_numpy()[::-1][chosen]) if chosen is not None else None,
+                     "best_on_test": 100 * e.top1.max(), "best_epoch": int(e.epoch.to_numpy()[e.top1.to_numpy().argmax()])})
+    per_run = pd.DataFrame(rows)
+    if per_run.empty:
+        return per_run
+    per_run["optimism"] = per_run.best_on_test - per_run["last"]
+    rules = ["last", "heldout_chosen", "best_on_test", "optimism"]
+    table = per_run.groupby(by, sort=False)[rules].agg(["mean", "std"])
+    table.columns = [f"{rule}_{stat}" for rule, stat in table.columns]
+    return table.assign(runs=per_run.groupby(by, sort=False).size()).reset_index()
+
+
 def gain_over(runs: pd.DataFrame, reference: str = "CE", *, by: Iterable[str] = GROUP_KEYS, metric: str = "top1",
               method: str = "method", level: float = 0.95) -> pd.DataFrame:
     """``X − reference`` of ``metric`` for every other method X in ``runs``, paired by seed (points, t-interval).
