@@ -44,3 +44,22 @@ def test_the_first_signal_asks_to_stop_and_the_second_stops_now():
         with pytest.raises(KeyboardInterrupt):
             stop(signal.SIGINT, None)
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+def test_a_second_stop_signal_waits_for_the_checkpoint_being_written(monkeypatch):
+    """Ctrl-C twice stops at once, but never in the middle of writing a checkpoint; a sweep's worker (nobody at its
+    keyboard) never stops at once: its second signal must not cut off the checkpoint the first one asked for."""
+    stop = checkpoint.StopRequest()
+    stop(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt):
+        with stop.writing():
+            stop(signal.SIGTERM, None)  # waits...
+            written = True  # ...for the file
+    assert written
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGINT, None)  # outside a write: at once
+    monkeypatch.setattr(checkpoint, "REPEAT_STOPS_NOW", False)
+    with stop.writing():
+        stop(signal.SIGTERM, None)
+    stop(signal.SIGTERM, None)
+    assert stop.requested and stop.signum == signal.SIGTERM

@@ -31,16 +31,38 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
 
 
+#: Whether a second stop signal stops a run at once (a user pressing Ctrl-C twice). A sweep's worker process sets it
+#: False: nobody is at its keyboard, and a second signal (the sweep's own SIGTERM, then the parent-death signal) must
+#: not cut off the checkpoint the first one asked for.
+REPEAT_STOPS_NOW = True
+
+
 class StopRequest:
-    """Signal handler: the first SIGINT/SIGTERM asks to stop after the current iteration, a second one stops now."""
+    """Signal handler: the first SIGINT/SIGTERM asks to stop after the current iteration, a second one stops now
+    (``REPEAT_STOPS_NOW``), except while a checkpoint is written (``saving``): then it waits for the file."""
 
     def __init__(self):
         self.signum: int | None = None
+        self.saving, self.pending = False, False
 
     def __call__(self, signum, frame):
-        if self.signum is not None:
+        if self.signum is None:
+            self.signum = signum
+        elif self.saving:
+            self.pending = True
+        elif REPEAT_STOPS_NOW:
             raise KeyboardInterrupt
-        self.signum = signum
+
+    @contextlib.contextmanager
+    def writing(self):
+        """While the block writes a checkpoint, a second signal waits for it (and then stops at once)."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
+        if self.pending and REPEAT_STOPS_NOW:
+            raise KeyboardInterrupt
 
     @property
     def requested(self) -> bool:

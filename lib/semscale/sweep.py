@@ -56,7 +56,7 @@ import filelock
 import torch
 from tqdm import tqdm
 
-from . import cache, progress, records
+from . import cache, checkpoint, progress, records
 from .cache import run_name
 from .checkpoint import StopRequest, TrainingInterrupted
 from .cli import train_run
@@ -589,6 +589,7 @@ def _worker_main(connection, threads: int, parent: int) -> None:
     """A worker process: take a run from ``connection``, train it, send back its Outcome; None ends it. SIGTERM
     (from the sweep, or the parent-death signal) checkpoints a run in training and ends the worker."""
     _die_with_parent(parent)
+    checkpoint.REPEAT_STOPS_NOW = False  # no one at the keyboard: a second signal must not cut off a checkpoint
     torch.set_num_threads(threads)
     tqdm.set_lock(threading.RLock())  # no bars here; tqdm's default lock is a semaphore, which os._exit would leak
     code = 1

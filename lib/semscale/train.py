@@ -321,7 +321,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, hooks: typing.Iter
         nonlocal wall_start
         history["wall_seconds"] += time.perf_counter() - wall_start
         wall_start = time.perf_counter()
-        checkpoint.save(checkpoint_path, run, next_epoch, current, history)
+        with stop.writing():  # a further stop signal waits for the file
+            checkpoint.save(checkpoint_path, run, next_epoch, current, history)
 
     def stop_here(epoch: int, current: EpochState | None, reason: str, signum: int | None):
         save(epoch if current is not None else epoch + 1, current)
