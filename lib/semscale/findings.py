@@ -45,6 +45,11 @@ def interval(low: float, high: float, digits: int = 2) -> str:
     return f"[{signed(low, digits)}, {signed(high, digits)}]"
 
 
+def estimate(mean: float, low: float, high: float, digits: int = 2) -> str:
+    """+1.80 [−0.26, +3.86]: a difference and its interval, as the prose writes them."""
+    return f"{signed(mean, digits)} {interval(low, high, digits)}"
+
+
 def _csv(root: Path, notebook: str, name: str) -> pd.DataFrame:
     return pd.read_csv(root / notebook / f"{name}.csv")
 
@@ -56,7 +61,7 @@ def _csv(root: Path, notebook: str, name: str) -> pd.DataFrame:
 @fact("03.primary.diff")
 def _03_primary_diff(root: Path) -> str:
     p = _csv(root, "03_long_tailed_dsb", "primary_test").iloc[0]
-    return f"{signed(p.diff_mean)} {interval(p.ci_low, p.ci_high)}"
+    return estimate(p.diff_mean, p.ci_low, p.ci_high)
 
 
 @fact("03.primary.seeds")
@@ -87,7 +92,7 @@ for _method in ("CE", "CE+DSB", "LDAM-DRW", "Balanced Softmax", "CDB-CE"):
 def _dsb_effect(root: Path, method: str) -> str:
     e = _csv(root, "03_long_tailed_dsb", "dsb_effect")
     row = e[(e.method == method) & (e.metric == "top1")].iloc[0]
-    return f"{signed(row.diff_mean)} {interval(row.ci_low, row.ci_high)}"
+    return estimate(row.diff_mean, row.ci_low, row.ci_high)
 
 
 for _method in ("LDAM-DRW", "Balanced Softmax", "CDB-CE"):
@@ -99,16 +104,14 @@ def _04_max_z(root: Path) -> str:
     return f"{_csv(root, '04_imbalance_taxonomy', 'monte_carlo_check').z.abs().max():.2f}"
 
 
-@fact("02.primary.diff")
-def _02_primary_diff(root: Path) -> str:
-    p = _csv(root, "02_scale_and_bias", "primary_test").iloc[0]
-    return f"{signed(p.difference)} {interval(p.low, p.high)}"
+def _02_difference(root: Path, row: int) -> str:
+    p = _csv(root, "02_scale_and_bias", "primary_test").iloc[row]
+    return estimate(p.difference, p.low, p.high)
 
 
-@fact("02.count_curve.diff")
-def _02_count_curve_diff(root: Path) -> str:
-    p = _csv(root, "02_scale_and_bias", "primary_test").iloc[1]
-    return f"{signed(p.difference)} {interval(p.low, p.high)}"
+# the primary row (S against N), then the exploratory one (S against the count-only curve)
+for _row, _name in enumerate(("02.primary.diff", "02.count_curve.diff")):
+    fact(_name)(lambda root, _r=_row: _02_difference(root, _r))
 
 
 @fact("02.primary.verdict")
@@ -125,7 +128,7 @@ def _01_primary(root: Path) -> pd.Series:
 def _01_primary_detail(root: Path) -> str:
     boot = _csv(root, "01_marginal_effect", "correlations_bootstrap")
     row = boot[boot.predictor == "summed_volume"].iloc[0]
-    return f"{signed(row.diff_mean, 3)} {interval(row.diff_lo95, row.diff_hi95, 3)}"
+    return estimate(row.diff_mean, row.diff_lo95, row.diff_hi95, 3)
 
 
 @fact("01.primary.verdict")

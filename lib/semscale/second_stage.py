@@ -118,10 +118,9 @@ def choose_tau(make, features, labels, num_classes) -> tuple[float, dict[float, 
     return min(t for t, a in scores.items() if a == best), scores
 
 
-def balanced_draws(labels: torch.Tensor, counts, generator: torch.Generator, draws: int | None = None) -> torch.Tensor:
-    """``draws`` sample ids (default n_max·C) drawn with replacement, each with probability ∝ 1/n_y (class-balanced)."""
+def balanced_draws(labels: torch.Tensor, counts, generator: torch.Generator, draws: int) -> torch.Tensor:
+    """``draws`` sample ids (:func:`epoch_plan`) drawn with replacement, each with probability ∝ 1/n_y (class-balanced)."""
     p = pipeline.sampling_probabilities(labels, counts, "class-balanced")
-    draws = int(np.max(counts)) * len(counts) if draws is None else draws
     return torch.multinomial(p.float(), draws, replacement=True, generator=generator)
 
 

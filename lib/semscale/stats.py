@@ -79,6 +79,11 @@ def _as_seed_matrix(values, n_seeds: int) -> np.ndarray:
     return np.broadcast_to(values, (n_seeds, values.shape[-1])) if values.ndim == 1 else values
 
 
+def _resampled_means(values: np.ndarray, s_idx: np.ndarray, c_idx: np.ndarray) -> np.ndarray:
+    """(B, C): per replicate, the classes ``c_idx[b]`` of ``values`` (seeds, classes) averaged over seeds ``s_idx[b]``."""
+    return values[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1)
+
+
 def bootstrap_corr(measure, accuracy, method: str = "pearson", *, n_boot: int = 2000, level: float = 0.95,
                    seed: int = 0) -> Interval:
     """Correlation across classes of ``measure`` with the seed-mean ``accuracy``, with a bootstrap interval.
@@ -98,9 +103,7 @@ def bootstrap_corr(measure, accuracy, method: str = "pearson", *, n_boot: int = 
     rng = np.random.default_rng(seed)
     s_idx = rng.integers(0, S, size=(n_boot, S))
     c_idx = rng.integers(0, C, size=(n_boot, C))
-    m_boot = m[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1)  # (B, C)
-    a_boot = acc[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1)
-    r = rowwise_corr(m_boot, a_boot, method)
+    r = rowwise_corr(_resampled_means(m, s_idx, c_idx), _resampled_means(acc, s_idx, c_idx), method)
     low, high = percentile_interval(r[np.isfinite(r)], level)
     return Interval(estimate, low, high, True, C, S, n_boot)
 
@@ -117,9 +120,9 @@ def bootstrap_corr_difference(measure_a, measure_b, accuracy, method: str = "pea
     r_a, r_b = corr(a.mean(axis=0), acc.mean(axis=0), method), corr(b.mean(axis=0), acc.mean(axis=0), method)
     rng = np.random.default_rng(seed)
     s_idx, c_idx = rng.integers(0, S, size=(n_boot, S)), rng.integers(0, C, size=(n_boot, C))
-    acc_boot = acc[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1)
-    diff = (rowwise_corr(a[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1), acc_boot, method)
-            - rowwise_corr(b[s_idx[:, :, None], c_idx[:, None, :]].mean(axis=1), acc_boot, method))
+    acc_boot = _resampled_means(acc, s_idx, c_idx)
+    diff = (rowwise_corr(_resampled_means(a, s_idx, c_idx), acc_boot, method)
+            - rowwise_corr(_resampled_means(b, s_idx, c_idx), acc_boot, method))
     diff = diff[np.isfinite(diff)]
     low, high = percentile_interval(diff, level)
     return {"r_measure": r_a, "r_against": r_b, "difference": r_a - r_b, "low": low, "high": high,

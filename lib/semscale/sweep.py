@@ -194,6 +194,10 @@ class _Progress:
         if self.training.pop(r.name, None) is not None:
             self.bar.update(1)
 
+    def set_aside(self, r: Result) -> None:
+        """``r`` left its worker unfinished (busy elsewhere, interrupted): no longer training, not done."""
+        self.training.pop(r.name, None)
+
     def epochs(self) -> str:
         """'<run>: epoch k/E' for every run in training (k: the epochs its epochs.csv holds)."""
         parts = []
@@ -552,7 +556,7 @@ def _run_here(results: list[Result], threads: int | None, rerun: set[str], log, 
                 log(f"{r.name}: interrupted: {str(e).split('. ')[0]}")
                 raise _Stopped(str(e).split(":")[0], e.signum) from None
             if outcome.status == "busy":
-                bar.training.pop(r.name, None)
+                bar.set_aside(r)
                 waiting.append(r)
             else:
                 _finish_result(r, outcome, log)
@@ -695,7 +699,7 @@ def _run_workers(results: list[Result], jobs: int, threads: int, rerun: set[str]
                     if r.record is not None or r.status == "failed":
                         bar.finished(r)
                     else:  # busy (waits its turn again), interrupted or stopped
-                        bar.training.pop(r.name, None)
+                        bar.set_aside(r)
         finally:
             _shut_down(workers)
     if stop is not None:
