@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole study, or its tests, from a fresh clone.
-#   ./run_all.sh [--profile smoke|default|paper] [--only NAME] [--param key=value ...]
+#   ./run_all.sh [--profile smoke|default|gpu|paper] [--only NAME] [--param key=value ...] [--render-only] [--publish] [--live]
 #   ./run_all.sh --test [ARGS]     nbval re-runs the smoke copies (reference/smoke/), then the library tests
 #                                  (ARGS go to pytest; paths among them replace both)
 # Uses the active conda env or virtualenv when it is Python >= 3.11; otherwise creates .venv.

@@ -12,7 +12,7 @@ PACKAGE = Path(semscale.__file__).parent
 LAYERS = [
     # foundations: no semscale imports beyond this group
     ["progress", "records", "scale", "stats", "metrics", "subsets", "models", "losses"],
-    ["data", "pool", "plots"],
+    ["data", "pool", "plots", "profiles"],
     # the run's configuration
     ["config"],
     # the engine
@@ -23,11 +23,11 @@ LAYERS = [
     ["train", "second_stage"],
     ["cli"],
     # many runs and their tables
-    ["methods", "sweep", "results"],
+    ["methods", "sweep", "results", "transfer"],
     # the notebooks' chapters and the runner
     ["study.paper", "study.taxonomy", "study.primer"],
     ["study.bias", "study.marginal", "study.longtail"],
-    ["runner", "findings"],
+    ["runner", "findings", "sweep_cli"],
 ]
 ORDER = [m for layer in LAYERS for m in layer]
 

@@ -51,7 +51,7 @@ def test_profile_errors_name_what_is_valid(tmp_path):
     (tmp_path / "profiles" / "smoke.yaml").write_text("01_x: {stepz: 2}\n")
     with pytest.raises(SystemExit, match="stepz.*steps"):
         runner.load_profile("smoke", tmp_path)
-    with pytest.raises(SystemExit, match="smoke, default, paper"):
+    with pytest.raises(SystemExit, match="smoke, default, gpu, paper"):
         runner.load_profile("fast", tmp_path)
 
 

@@ -224,5 +224,8 @@ def test_selection_rules_put_the_last_the_held_out_chosen_and_the_best_test_epoc
     assert table.heldout_chosen_mean == pytest.approx((60 + 55) / 2)  # ties go to the later epoch (3), then epoch 1
     assert table.best_on_test_mean == pytest.approx((70 + 65) / 2)
     assert table.optimism_mean == pytest.approx(((70 - 60) + (65 - 62)) / 2)
+    assert table.evaluated_epochs == 3
+    view = lt.selection_view(lt.selection_rules(pd.DataFrame(rows))).loc[("v", "CE")]
+    assert view["last epoch"] == "61.00 ± 1.41" and view["optimism of best on test"] == "6.50 ± 4.95"
     no_heldout = lt.selection_rules(pd.DataFrame(rows).drop(columns="heldout_top1")).iloc[0]
     assert math.isnan(no_heldout.heldout_chosen_mean) and no_heldout.best_on_test_mean == table.best_on_test_mean

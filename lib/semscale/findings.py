@@ -99,6 +99,25 @@ for _method in ("LDAM-DRW", "Balanced Softmax", "CDB-CE"):
     fact(f"03.dsb_effect.{_method.replace(' ', '_')}")(lambda root, _m=_method: _dsb_effect(root, _m))
 
 
+def _selection(root: Path) -> pd.DataFrame:
+    return _csv(root, "03_long_tailed_dsb", "selection_rules")
+
+
+@fact("03.selection.optimism")
+def _03_selection_optimism(root: Path) -> str:
+    """The smallest and largest mean optimism of best-on-test over the last epoch, across the main methods."""
+    o = _selection(root).optimism_mean
+    return f"{o.min():.2f} to {o.max():.2f}"
+
+
+@fact("03.selection.heldout_minus_last")
+def _03_selection_heldout(root: Path) -> str:
+    """The range of (held-out-chosen − last epoch) means across the main methods, in points."""
+    t = _selection(root)
+    gap = t.heldout_chosen_mean - t.last_mean
+    return f"{signed(gap.min())} to {signed(gap.max())}"
+
+
 @fact("04.max_z")
 def _04_max_z(root: Path) -> str:
     return f"{_csv(root, '04_imbalance_taxonomy', 'monte_carlo_check').z.abs().max():.2f}"

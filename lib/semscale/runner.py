@@ -42,12 +42,12 @@ from traitlets.config import Config
 import yaml
 
 from . import records
+from .profiles import NOTEBOOKS, PROFILES, notebook_paths, read_profile, select
 from .records import REPO, write_csv_atomic
 
-NOTEBOOKS = REPO / "notebooks"
-PROFILES = ("smoke", "default", "paper")
 REFERENCE = REPO / "reference"
 PUBLISH_MAX_BYTES = 5 * 2**20
+RENDER_ONLY_PROFILES = ("gpu",)  # trained where the accelerator is (python -m semscale.sweep), rendered here
 RUNNER_PARAMS = ("profile", "out_dir")  # set by the runner for every notebook, never by --param
 IGNORE_OUTPUT = "NBVAL_IGNORE_OUTPUT"  # nbval's comment marker; such a cell's output is left out of a published copy
 RUN_METADATA = ("start_time", "end_time", "duration", "input_path", "output_path")  # papermill's, per notebook
@@ -66,43 +66,22 @@ class NotebookRun:
     problems: list[str] | None = None  # output_problems of the executed copy
 
 
-def notebook_paths(notebooks_dir: Path = NOTEBOOKS) -> list[Path]:
-    return sorted(p for p in notebooks_dir.glob("[0-9]*.ipynb"))
-
-
-def select(paths: list[Path], only: str | None) -> list[Path]:
-    if only is None:
-        return paths
-    chosen = [p for p in paths if p.stem == only or p.stem.startswith(only) or p.name == only]
-    if not chosen:
-        raise SystemExit(f"--only {only!r} matches no notebook; choose from: {', '.join(p.stem for p in paths)}")
-    return chosen
-
-
 def load_profile(profile: str, notebooks_dir: Path = NOTEBOOKS) -> dict[str, dict]:
-    """The profile's parameters per notebook stem, checked against each notebook's parameters cell."""
-    if profile not in PROFILES:
-        raise SystemExit(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    """The profile's parameters per notebook stem (:func:`semscale.profiles.read_profile`), checked against each
+    notebook's parameters cell."""
+    profile_params = read_profile(profile, notebooks_dir)
     path = notebooks_dir / "profiles" / f"{profile}.yaml"
-    try:
-        profile_params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SystemExit(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(profile_params, dict) or not all(isinstance(v, (dict, type(None))) for v in profile_params.values()):
-        raise SystemExit(f"{path}: a profile maps each notebook's stem to a mapping of its parameters")
     stems = {p.stem: p for p in notebook_paths(notebooks_dir)}
     for stem, params in profile_params.items():
         if stem not in stems:
             raise SystemExit(f"{path}: {stem!r} is not a notebook; notebooks are: {', '.join(stems)}")
         known = papermill.inspect_notebook(str(stems[stem]))
-        unknown = set(params or {}) - set(known)
+        unknown = set(params) - set(known)
         if unknown:
             raise SystemExit(f"{path}: {stem} has no parameter(s) {sorted(unknown)}; its parameters are {sorted(known)}")
-        for name, value in (params or {}).items():
+        for name, value in params.items():
             check_type(f"{path}: {stem}", name, value, known[name]["default"])
-    return {stem: dict(params or {}) for stem, params in profile_params.items()}
+    return profile_params
 
 
 def check_type(where: str, name: str, value, default: str) -> None:
@@ -146,25 +125,27 @@ def check_overrides(paths: list[Path], overrides: dict) -> dict[str, set[str]]:
 
 
 @contextlib.contextmanager
-def _headless_env(headless: bool = True):
-    """SEMSCALE_HEADLESS=1 in os.environ (the papermill kernel inherits it), or unset (``headless=False``: a live
-    kernel's progress bars), restored afterwards."""
-    previous = os.environ.get("SEMSCALE_HEADLESS")
-    if headless:
-        os.environ["SEMSCALE_HEADLESS"] = "1"
+def _environment(name: str, value: str | None):
+    """``os.environ[name] = value`` (None: unset) while the block runs (the papermill kernel inherits it), then as
+    it was."""
+    previous = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
     else:
-        os.environ.pop("SEMSCALE_HEADLESS", None)
+        os.environ[name] = value
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop("SEMSCALE_HEADLESS", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["SEMSCALE_HEADLESS"] = previous
+            os.environ[name] = previous
 
 
-def run_notebook(path: Path, params: dict, results_dir: Path, live: bool = False) -> NotebookRun:
+def run_notebook(path: Path, params: dict, results_dir: Path, live: bool = False, render_only: bool = False) -> NotebookRun:
     """Execute one notebook headlessly (no progress bars: see ``semscale.progress``), or ``live`` with its bars.
+    ``render_only``: its sweeps read runs back and train nothing (``semscale.sweep.RENDER_ONLY``; a missing run is
+    the notebook's error, which names the command that trains it).
 
     The kernel talks over IPC sockets rather than TCP: a local kernel needs no network, and ipykernel warns once per
     notebook about unencrypted TCP otherwise (IPC needs POSIX sockets: TCP elsewhere)."""
@@ -175,7 +156,8 @@ def run_notebook(path: Path, params: dict, results_dir: Path, live: bool = False
     start = time.perf_counter()
     error = ""
     try:
-        with _headless_env(not live):
+        with _environment("SEMSCALE_HEADLESS", None if live else "1"), \
+                _environment("SEMSCALE_RENDER_ONLY", "1" if render_only else None):
             papermill.execute_notebook(
                 str(path), str(executed), parameters={**params, "out_dir": str(outputs)},
                 cwd=str(path.parent), kernel_name="python3", progress_bar=False,
@@ -212,7 +194,8 @@ def output_problems(notebook) -> list[str]:
 
 
 def run_study(profile: str, only: str | None = None, overrides: dict | None = None,
-              results_root: Path = REPO / "results", notebooks_dir: Path = NOTEBOOKS, live: bool = False) -> list[NotebookRun]:
+              results_root: Path = REPO / "results", notebooks_dir: Path = NOTEBOOKS, live: bool = False,
+              render_only: bool = False) -> list[NotebookRun]:
     """Run every selected notebook in order, going on past failures.
 
     ``overrides`` are checked against the selected notebooks' parameters before anything runs. ``live``: as a live
@@ -232,7 +215,7 @@ def run_study(profile: str, only: str | None = None, overrides: dict | None = No
         if live and "interactive" in known[path.stem]:
             params["interactive"] = True
         print(f"[{profile}{' live' if live else ''}] running {path.name} ...", flush=True)
-        runs.append(run_notebook(path, params, results_dir, live))
+        runs.append(run_notebook(path, params, results_dir, live, render_only))
     write_csv_atomic(results_dir / "summary.csv", pd.DataFrame([vars(r) for r in runs]))
     return runs
 
@@ -347,10 +330,16 @@ def main(argv=None) -> int:
     parser.add_argument("--publish", action="store_true", help="copy each successful notebook's tables and figures to reference/<profile>/")
     parser.add_argument("--live", action="store_true", help="run as a live kernel (widgets, progress bars) into "
                         "results/<profile>-live/ and list every output with an error or a warning")
+    parser.add_argument("--results", default=str(REPO / "results"), help="where results/<profile>/ goes (default: the "
+                        "repository's results/)")
+    parser.add_argument("--render-only", action="store_true", help="train nothing: read every run from the cache (the "
+                        f"default for the {', '.join(RENDER_ONLY_PROFILES)} profile, trained with python -m semscale.sweep)")
     args = parser.parse_args(argv)
     if args.live and args.publish:
         raise SystemExit("--live runs are checks, not references: drop --publish (or --live)")
-    runs = run_study(args.profile, args.only, dict(args.param), live=args.live)
+    render_only = args.render_only or args.profile in RENDER_ONLY_PROFILES
+    runs = run_study(args.profile, args.only, dict(args.param), live=args.live, render_only=render_only,
+                     results_root=Path(args.results))
     print(summary_text(runs))
     if args.publish:
         for run in runs:

@@ -26,6 +26,10 @@
   first, so a killed sweep leaves no process behind.
 * ``executor="slurm"`` sends the runs to a Slurm cluster through submitit (``Slurm`` sets partition, GPUs,
   time and runs per job); ``Slurm(cluster="local")`` or ``"debug"`` uses submitit's local executors.
+* ``SEMSCALE_RENDER_ONLY=1`` (``./run_all.sh --render-only``, always for the ``gpu`` profile): complete runs are read
+  back and a run that would have to be trained raises :class:`RunsMissing` naming the command that trains it; the
+  command line (``python -m semscale.sweep``: a notebook's grid under a profile, a deadline, pack and unpack) is
+  :mod:`semscale.sweep_cli`'s.
 * Every run.json records a sha256 of the ``semscale`` sources; a cached run made by other code is reported
   (``stale="warn"``) or moved aside and trained again (``stale="rerun"``).
 """
@@ -64,6 +68,7 @@ from .config import ConfigError, TrainConfig, first_stage
 from .data import DatasetError
 
 STATUSES = ("trained", "resumed", "cached", "failed", "submitted")
+RENDER_ONLY = "SEMSCALE_RENDER_ONLY"  # set (runner --render-only): a sweep reads back what is cached and trains nothing
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # failures of the run's surroundings (memory, disk, files, the data), which may be gone on the next call: tried again
 TRANSIENT = (MemoryError, torch.OutOfMemoryError, OSError, DatasetError)
@@ -226,6 +231,10 @@ def _epochs_done(path: Path) -> int:
         return 0
 
 
+class RunsMissing(RuntimeError):
+    """A render-only sweep (``SEMSCALE_RENDER_ONLY=1``) found runs it would have to train."""
+
+
 class SweepInterrupted(TrainingInterrupted):
     """The sweep stopped early (a signal, or a run's ``stop_after_epoch``); the message says what was kept."""
 
@@ -271,6 +280,12 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
         hidden = _prepare(first_stage(r.config), root, retry_failed)  # where cli.first_stage_dir puts it
         if hidden.status in ("trained", "resumed") and hidden.name not in todo and all(h.name != hidden.name for h in first):
             first.append(hidden)
+    if (first or second) and os.environ.get(RENDER_ONLY, "") not in ("", "0"):
+        missing = first + second
+        raise RunsMissing(f"{len(missing)} run(s) of this sweep are not in {root} (e.g. {missing[0].name}) and "
+                          f"{RENDER_ONLY} forbids training here: train them where the accelerator is (python -m "
+                          "semscale.sweep --profile P --notebook NN), bring them back (python -m semscale.sweep pack / "
+                          "unpack), or render with training allowed")
     bar = _Progress(len(first) + len(second), log) if executor == "local" else None
     log = bar.log if bar else log
     try:
@@ -793,3 +808,9 @@ def _run_slurm(results: list[Result], root: Path, slurm: Slurm, threads: int | N
             outcomes = [Outcome("failed", error=f"slurm job {job.job_id} failed: {e}")] * len(chunk)
         for r, outcome in zip(chunk, outcomes):
             _finish_result(r, outcome, log)
+
+
+if __name__ == "__main__":  # python -m semscale.sweep: the command line is semscale.sweep_cli's
+    from semscale.sweep_cli import main
+
+    sys.exit(main())

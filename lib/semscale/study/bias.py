@@ -299,6 +299,15 @@ def training_points(trained: Sequence[str], models: Sequence[str], seeds: Sequen
             "architectures": sweep.grid(base, variant={arch: fields(arch)}, model=rank_models, seed=rank_seeds)}
 
 
+def grids(params) -> dict[str, list[sweep.Point]]:
+    """Every run notebook 02 trains (:func:`training_points`: ``main``, ``sizes``, ``architectures``), from the
+    notebook's parameters by name (its globals, or :func:`semscale.profiles.parameters`): the notebook and
+    ``python -m semscale.sweep --notebook 02`` build the very same points."""
+    return training_points(params["trained"], params["models"], params["seeds"], params["epochs"], params["rank_dataset"],
+                           params["rank_sizes"], params["rank_models"], params["rank_model_m"], params["rank_seeds"],
+                           protocol=params["protocol"], variant_epochs=params["variant_epochs"])
+
+
 def balanced_variants(rank_dataset: str, rank_sizes: Sequence[int], rank_model_m: int) -> list[str]:
     """The balanced subsets of Fig. 4 by increasing m."""
     return [balanced_variant(rank_dataset, m) for m in sorted(set(rank_sizes) | {rank_model_m})]

@@ -1,5 +1,6 @@
 """Notebook 03's computation: DSB against the standard long-tailed baselines (PAPER.md §3, §4.3, §5).
 
+    study_grids = longtail.grids(params)     # the notebook's runs by section, from its parameters (as the CLI builds them)
     points = longtail.main_points(base, settings, methods, seeds)        # every method with and without DSB
     tables = results.collect(sweep.run(points, cache.runs_dir(), jobs=2, threads=1))
     longtail.main_table(tables.runs)         # last-epoch top-1 (and many/medium/few) mean ± std per method, in %
@@ -27,7 +28,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from .. import stats, sweep
 from ..config import TrainConfig
-from ..methods import DSB_SUFFIX, base_method, dsb_pairs, with_dsb
+from ..methods import DSB_SUFFIX, METHODS, base_method, dsb_pairs, with_dsb
 from ..plots import MIN_FONT_SIZE, count, message_figure
 from ..results import GROUP_KEYS, paired_differences, summarize
 from .paper import PUBLISHED, STAND_IN
@@ -78,6 +79,38 @@ def ablation_variants(reference: dict, stage_epochs=(), alphas=(), s_prime_alpha
         if r != ref_reduction:
             out[f"reduction {r}"] = {**reference, "reduction": r}
     return out
+
+
+def base_fields(params) -> dict:
+    """The fields every run of the chapter shares, from the notebook's parameters."""
+    return {k: params[k] for k in ("protocol", "model", "epochs", "dsb_stage_epochs", "crop_padding", "flip",
+                                    "eval_every", "eval_heldout")}
+
+
+def grids(params) -> dict[str, list[sweep.Point]]:
+    """Every run notebook 03 trains, by section and most important first: ``primary`` (CE ± DSB on the first
+    setting, every primary seed), ``main`` (every setting × method ± DSB × seed, the two-stage methods on their CE
+    runs), ``ablation``, ``balanced`` and ``drift`` (one CE run recording its feature drift).
+
+    ``params``: the notebook's parameters by name (its globals, or :func:`semscale.profiles.parameters`), so the
+    notebook and ``python -m semscale.sweep --notebook 03`` build the very same points."""
+    base, settings, seeds = base_fields(params), params["settings"], params["seeds"]
+    all_methods = list(dict.fromkeys([*params["methods"], *params["other_methods"]]))
+    reference = {**METHODS["CE+DSB"], "dsb_stage_epochs": params["dsb_stage_epochs"]}
+    variants = ablation_variants(reference, params["ablation_stage_epochs"], params["ablation_alphas"],
+                                 params["s_prime_alpha"], params["ablation_reductions"])
+    drift_method = params["drift_method"]
+    return {
+        "primary": main_points(base, settings[:1], ["CE"], params["primary_seeds"]),
+        "main": main_points(base, settings, all_methods, seeds),
+        "ablation": sweep.grid({**base, **params["ablation_setting"]}, variant={"CE (no DSB)": METHODS["CE"], **variants},
+                               seed=params["ablation_seeds"]),
+        "balanced": sweep.grid({**base, "model": params["balanced_model"]},
+                               setting={setting_name(s): s for s in params["balanced_settings"]},
+                               method=with_dsb(["CE"]), seed=params["balanced_seeds"]),
+        "drift": sweep.grid({**base, **params["drift_setting"], "record_drift": True},
+                            method={drift_method: METHODS[drift_method]}, seed=seeds[:1]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,7 +217,21 @@ def selection_rules(epochs: pd.DataFrame, by: Iterable[str] = ("dataset_variant"
     rules = ["last", "heldout_chosen", "best_on_test", "optimism"]
     table = per_run.groupby(by, sort=False)[rules].agg(["mean", "std"])
     table.columns = [f"{rule}_{stat}" for rule, stat in table.columns]
-    return table.assign(runs=per_run.groupby(by, sort=False).size()).reset_index()
+    groups = per_run.groupby(by, sort=False)
+    return table.assign(runs=groups.size(), evaluated_epochs=groups.evaluated_epochs.min()).reset_index()
+
+
+SELECTION_RULES = {"last": "last epoch", "heldout_chosen": "chosen on held-out", "best_on_test": "best on test",
+                   "optimism": "optimism of best on test"}
+
+
+def selection_view(selection: pd.DataFrame) -> pd.DataFrame:
+    """:func:`selection_rules` for reading: "mean ± std" (points) per rule, a row per setting and method."""
+    by = [k for k in ("dataset_variant", "method") if k in selection]
+    view = selection.set_index(by)[["runs", "evaluated_epochs"]].copy()
+    for rule, words in SELECTION_RULES.items():
+        view[words] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(selection[f"{rule}_mean"], selection[f"{rule}_std"])]
+    return view
 
 
 def gain_over(runs: pd.DataFrame, reference: str = "CE", *, by: Iterable[str] = GROUP_KEYS, metric: str = "top1",

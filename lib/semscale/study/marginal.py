@@ -245,6 +245,16 @@ def training_points(grids: dict[str, Sequence[int]], seeds: Sequence[int], model
     return points
 
 
+def grids(params) -> dict[str, list[sweep.Point]]:
+    """Every run notebook 01 trains (``train``: :func:`training_points` over ``train_grids``), from the notebook's
+    parameters by name (its globals, or :func:`semscale.profiles.parameters`): the notebook and
+    ``python -m semscale.sweep --notebook 01`` build the very same points."""
+    num_classes = {name: len(data.load(name, "test").classes) for name in params["train_grids"]}
+    return {"train": training_points(params["train_grids"], params["subset_seeds"], params["models"], params["steps"],
+                                     num_classes, resize=params["resize"], decay_epochs=params["decay_epochs"],
+                                     protocol=params["protocol"])}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # feature volumes of the trained networks
 
