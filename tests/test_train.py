@@ -214,3 +214,15 @@ def test_eval_heldout_records_the_held_out_accuracy_and_changes_no_training(tmp_
     config = tiny_config(eval_every=1, eval_heldout=True, second_stage="crt", stage2_epochs=1)
     second_stage.train_second_stage(config, tmp_path / "crt", tmp_path / "watched")
     assert list(pd.read_csv(tmp_path / "crt" / "epochs.csv").columns) == list(epochs.columns)
+
+
+def test_eval_heldout_beside_cdb_scores_the_split_cdb_measures_and_changes_no_training(tmp_path):
+    """CDB measures its difficulty on the same held-out split: the selection column is its mean accuracy, and the run
+    trains as CDB alone does."""
+    from conftest import same_weights
+
+    plain = engine.train(tiny_config(eval_every=1, reweight="cdb"), tmp_path / "plain")
+    watched = engine.train(tiny_config(eval_every=1, reweight="cdb", eval_heldout=True), tmp_path / "watched")
+    assert watched["final"] == plain["final"] and same_weights(tmp_path / "plain", tmp_path / "watched")
+    epochs = pd.read_csv(tmp_path / "watched" / "epochs.csv")
+    assert epochs.heldout_top1.between(0, 1).all() and epochs.heldout_top1.notna().all()

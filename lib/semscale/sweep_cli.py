@@ -25,6 +25,7 @@ only for Slurm sweeps.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -95,7 +96,8 @@ def train(stem: str, params: dict, root: Path, *, jobs: int | None = None, threa
         sweep.run(_points(grids), root, jobs=jobs or params.get("jobs") or 1,
                   threads=threads or params.get("threads"), log=log)
     except sweep.SweepInterrupted as stop:
-        log(f"deadline of {deadline:g} s reached: {stop}" if deadline is not None else str(stop))
+        fired = timer is not None and not timer.is_alive()  # else a signal from outside stopped it
+        log(f"deadline of {deadline:g} s reached: {stop}" if fired else str(stop))
         return False
     finally:
         if timer:
@@ -136,9 +138,9 @@ def rehearse(stem: str, profile: str, work: Path, log=print) -> None:
     if not train(stem, params, there, log=log):
         raise SystemExit("rehearsal: the training step did not finish")
     archives = transfer.pack(there, work / "packed")
-    placed = list(transfer.unpack(archives, here).values())
+    placed = transfer.unpack(archives, here)
     log(f"rehearsal: packed into {len(archives)} archive(s) ({sum(a.stat().st_size for a in archives) / 2**10:.0f} KiB), "
-        "unpacked: " + ", ".join(f"{placed.count(s)} {s}" for s in sorted(set(placed))))
+        f"unpacked: {_tally(placed)}")
     before = {p.name for p in here.iterdir()}
     overrides = [f"--param={k}={json.dumps(v)}" for k, v in {**REHEARSALS[stem], "runs_dir": str(here)}.items()]
     started = time.perf_counter()
@@ -152,6 +154,12 @@ def rehearse(stem: str, profile: str, work: Path, log=print) -> None:
                          f"executed copy: {executed}")
     log(f"rehearsal: {stem} rendered from the unpacked records without training in "
         f"{(time.perf_counter() - started) / 60:.1f} min -> {executed}")
+
+
+def _tally(placed: dict[str, str]) -> str:
+    """"9 added, 1 kept": how many runs :func:`semscale.transfer.unpack` placed each way."""
+    counts = collections.Counter(placed.values())
+    return ", ".join(f"{counts[outcome]} {outcome}" for outcome in sorted(counts))
 
 
 def _root(path: str | None) -> Path:
@@ -190,8 +198,7 @@ def main(argv=None) -> int:
         if missing:
             parser.error(f"no such archive: {missing[0]}")
         placed = transfer.unpack(args.archives, _root(args.root))
-        for outcome in sorted(set(placed.values())):
-            print(f"{list(placed.values()).count(outcome)} {outcome}")
+        print(_tally(placed))
         return 0 if not any(v.startswith("damaged") for v in placed.values()) else 1
     parser = argparse.ArgumentParser(prog="python -m semscale.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -210,24 +210,27 @@ def end_epoch(run: Run, state: EpochState, history: dict) -> dict | None:
     if not math.isfinite(train_loss):
         raise TrainingDiverged(f"training diverged in epoch {state.epoch}: the training loss is {train_loss} "
                                f"(learning rate {c.lr:g}: try a lower one); nothing was recorded as complete")
-    if c.reweight == "cdb":
-        run.loss.update_class_accuracy(torch.from_numpy(heldout_accuracy(run)))
+    heldout = heldout_accuracy(run) if c.reweight == "cdb" else None  # CDB's difficulty; eval_heldout reuses it
+    if heldout is not None:
+        run.loss.update_class_accuracy(torch.from_numpy(heldout))
     pool = pool_table(run, state.epoch) if run.pool is not None else None
     check_finite(run, state.epoch, pool)
     if pool is not None:
         history["pool"] += pool.to_dict("records")
     start = time.perf_counter()
     test = evaluate(run) if state.epoch == c.epochs or (c.eval_every and state.epoch % c.eval_every == 0) else None
-    heldout = {}
+    selection = {}
     if c.eval_heldout:  # selecting an epoch on unused training images, never on the test set
-        heldout = {"heldout_top1": float(np.mean(heldout_accuracy(run))) if test else float("nan")}
+        if test and heldout is None:
+            heldout = heldout_accuracy(run)
+        selection = {"heldout_top1": float(np.mean(heldout)) if test else float("nan")}
     history["train_seconds"] += state.seconds
     history["epochs"].append({
         "epoch": state.epoch,
         "lr": learning_rate(c, state.epoch, (state.epoch - 1) * run.num_batches, run.total_steps),  # at its first step
         "train_loss": train_loss,
         "train_acc": float(state.correct.sum()) / n,
-        **{k: (test[k] if test else float("nan")) for k in ("top1", "balanced", "many", "medium", "few")}, **heldout,
+        **{k: (test[k] if test else float("nan")) for k in ("top1", "balanced", "many", "medium", "few")}, **selection,
         "img_per_s": n / state.seconds,
         "seconds": state.seconds,
         "eval_seconds": time.perf_counter() - start if test else 0.0,

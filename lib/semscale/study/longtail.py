@@ -81,6 +81,11 @@ def ablation_variants(reference: dict, stage_epochs=(), alphas=(), s_prime_alpha
     return out
 
 
+def all_methods(methods: Iterable[str], other_methods: Iterable[str]) -> list[str]:
+    """The chapter's methods in order: ``methods``, then the ``other_methods`` not among them."""
+    return list(dict.fromkeys([*methods, *other_methods]))
+
+
 def base_fields(params) -> dict:
     """The fields every run of the chapter shares, from the notebook's parameters."""
     return {k: params[k] for k in ("protocol", "model", "epochs", "dsb_stage_epochs", "crop_padding", "flip",
@@ -95,14 +100,13 @@ def grids(params) -> dict[str, list[sweep.Point]]:
     ``params``: the notebook's parameters by name (its globals, or :func:`semscale.profiles.parameters`), so the
     notebook and ``python -m semscale.sweep --notebook 03`` build the very same points."""
     base, settings, seeds = base_fields(params), params["settings"], params["seeds"]
-    all_methods = list(dict.fromkeys([*params["methods"], *params["other_methods"]]))
     reference = {**METHODS["CE+DSB"], "dsb_stage_epochs": params["dsb_stage_epochs"]}
     variants = ablation_variants(reference, params["ablation_stage_epochs"], params["ablation_alphas"],
                                  params["s_prime_alpha"], params["ablation_reductions"])
     drift_method = params["drift_method"]
     return {
         "primary": main_points(base, settings[:1], ["CE"], params["primary_seeds"]),
-        "main": main_points(base, settings, all_methods, seeds),
+        "main": main_points(base, settings, all_methods(params["methods"], params["other_methods"]), seeds),
         "ablation": sweep.grid({**base, **params["ablation_setting"]}, variant={"CE (no DSB)": METHODS["CE"], **variants},
                                seed=params["ablation_seeds"]),
         "balanced": sweep.grid({**base, "model": params["balanced_model"]},
@@ -199,7 +203,8 @@ def selection_rules(epochs: pd.DataFrame, by: Iterable[str] = ("dataset_variant"
     study's headline), the epoch chosen on the balanced held-out split of unused training images (``heldout_top1``,
     runs with ``eval_heldout``; ties go to the later epoch), and the best epoch on the test set (what several peer
     codebases print). Per run, then mean ± std per group in points, with best-on-test's optimism over the last epoch.
-    ``epochs``: ``results.collect(...).epochs`` of runs evaluated every epoch (``eval_every=1``)."""
+    ``epochs``: ``results.collect(...).epochs`` of runs evaluated at several epochs (``eval_every``: every k-th epoch
+    and the last; the rules choose among the evaluated epochs only)."""
     by = [k for k in by if k in epochs]
     rows = []
     for run, e in epochs.dropna(subset=["top1"]).groupby("run", sort=False):
