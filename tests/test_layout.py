@@ -21,7 +21,7 @@ LAYERS = [
     ["build"],
     ["drift", "features"],
     ["train", "second_stage"],
-    ["cli"],
+    ["cli", "stack"],
     # many runs and their tables
     ["methods", "sweep", "results", "transfer"],
     # the notebooks' chapters and the runner

@@ -4,6 +4,7 @@ packs and unpacks, and a render-only sweep trains nothing."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 
@@ -102,4 +103,6 @@ def test_the_gpu_rehearsal_trains_packs_unpacks_and_renders_notebook_03_without_
     assert sweep_cli.main(["--profile", "gpu", "--notebook", "03", "--rehearse", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "unpacked: 9 added" in out and "without training" in out
+    stacks = [json.loads(p.read_text()).get("stack") for p in (tmp_path / "there").glob("*/run.json")]
+    assert any(s and s["members"] > 1 for s in stacks)  # trained as the GPU trains: in stacks
     assert (tmp_path / "results" / "gpu" / "03_long_tailed_dsb" / "selection_rules.csv").exists()

@@ -117,10 +117,11 @@ class FeatureModel(nn.Module):
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(float32 logits, features). The classifier runs in float32 even under autocast: bf16 logits round
-        close scores to ties, and argmax breaks ties towards the lower class index (the head class)."""
+        close scores to ties, and argmax breaks ties towards the lower class index (the head class). A float64
+        network (a numerical test) keeps float64."""
         feats = self.features(x)
         with torch.autocast(x.device.type, enabled=False):
-            return self.classifier(feats.float()), feats
+            return self.classifier(feats.to(torch.promote_types(feats.dtype, torch.float32))), feats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@
   again resumes. Workers die with
   the sweep's process (Linux's parent-death signal; elsewhere a thread that watches the parent), checkpointing
   first, so a killed sweep leaves no process behind.
+* ``stack=K`` (or ``"auto"``: :func:`semscale.stack.auto_size`, 1 on the CPU) trains compatible points K at a time as
+  one network (:mod:`semscale.stack`); each member lands in its own folder with the files of a separate run. A stack
+  that fails (one member's loss stops being finite, ...) is trained again member by member, each failure recorded
+  in its own folder. Stacks need ``jobs=1`` and the local executor.
 * ``executor="slurm"`` sends the runs to a Slurm cluster through submitit (``Slurm`` sets partition, GPUs,
   time and runs per job); ``Slurm(cluster="local")`` or ``"debug"`` uses submitit's local executors.
 * ``SEMSCALE_RENDER_ONLY=1`` (``./run_all.sh --render-only``, always for the ``gpu`` profile): complete runs are read
@@ -61,6 +65,7 @@ import torch
 from tqdm import tqdm
 
 from . import cache, checkpoint, progress, records
+from . import stack as stacking  # `stack` is run()'s argument
 from .cache import run_name
 from .checkpoint import StopRequest, TrainingInterrupted
 from .cli import train_run
@@ -241,16 +246,21 @@ class SweepInterrupted(TrainingInterrupted):
 
 def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, threads: int | None = None,
         executor: str = "local", slurm: Slurm | None = None, stale: str = "warn", retry_failed: bool = False,
-        log=print) -> list[Result]:
+        stack: int | str = 1, log=print) -> list[Result]:
     """Train every point into ``root`` (see the module docstring); returns one Result per point, in order.
 
-    ``retry_failed``: train the runs that failed on an earlier call again (otherwise they are reported as failed)."""
+    ``retry_failed``: train the runs that failed on an earlier call again (otherwise they are reported as failed).
+    ``stack``: members per stacked network (an int, or "auto")."""
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
     if stale not in ("warn", "rerun"):
         raise ValueError(f"stale must be 'warn' or 'rerun', got {stale!r}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if stack != "auto" and (not isinstance(stack, int) or stack < 1):
+        raise ValueError(f"stack must be a number of members >= 1 or 'auto', got {stack!r}")
+    if stack != 1 and (jobs != 1 or executor != "local"):
+        raise ValueError(f"stack={stack!r} trains in this process: it needs jobs=1 and executor='local'")
     root = Path(root)
     start = time.perf_counter()
     results = [_prepare(p, root, retry_failed) for p in points]
@@ -298,7 +308,8 @@ def run(points: Iterable[Point | TrainConfig | dict], root, *, jobs: int = 1, th
                     continue
                 _run_slurm(batch, root, slurm or Slurm(), threads, rerun, log)
             elif jobs == 1:
-                _run_here(batch, threads, rerun, log, bar)
+                size = stack if stack != "auto" else stacking.auto_size(batch[0].config.device) if batch else 1
+                _run_here(batch, threads, rerun, log, bar, size)
             else:
                 _run_workers(batch, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), rerun, log, bar)
     except _Stopped as stop:
@@ -435,8 +446,8 @@ def train_one(config: TrainConfig, out: Path, *, wait: bool = True, rerun_stale:
         lock.release()
 
 
-def _train_locked(config: TrainConfig, out: Path, rerun_stale: bool, start: float) -> Outcome:
-    """train_one's work once it holds the folder's lock."""
+def _tidy_folder(out: Path, rerun_stale: bool) -> list[str]:
+    """Under the folder's lock: a stale complete run (with ``rerun_stale``) and a damaged one moved aside; the notes."""
     notes, state = [], cache.inspect_run(out)
     if state.complete and rerun_stale and state.record.get("source_sha256") != records.source_sha256():
         aside = cache.set_aside(out, f"stale-{str(state.record.get('source_sha256', 'unknown'))[:8]}")
@@ -444,6 +455,12 @@ def _train_locked(config: TrainConfig, out: Path, rerun_stale: bool, start: floa
     moved = cache.set_aside_damage(out)
     if moved:
         notes.append(moved)
+    return notes
+
+
+def _train_locked(config: TrainConfig, out: Path, rerun_stale: bool, start: float) -> Outcome:
+    """train_one's work once it holds the folder's lock."""
+    notes = _tidy_folder(out, rerun_stale)
     state = cache.inspect_run(out)
     if state.complete:
         return Outcome("cached", state.record, notes=notes)
@@ -458,6 +475,53 @@ def _train_locked(config: TrainConfig, out: Path, rerun_stale: bool, start: floa
         return Outcome("failed", error=error, seconds=time.perf_counter() - start, notes=notes)
     (out / "failed.json").unlink(missing_ok=True)
     return Outcome("resumed" if resumed else "trained", record, seconds=time.perf_counter() - start, notes=notes)
+
+
+def train_stacked(configs: list[TrainConfig], outs: list[Path], rerun_stale: list[bool]) -> list[Outcome]:
+    """:func:`train_one` for the members of one stack (:func:`semscale.stack.train_stack`): each folder's lock is
+    taken without waiting (busy ones are left out), complete runs are read back, the rest train as one stack. If the
+    stack fails, its members train one by one, so that each failure is recorded in its own folder."""
+    start, outcomes, locks, todo = time.perf_counter(), [None] * len(configs), [], []
+    try:
+        for i, out in enumerate(outs):
+            lock = cache.run_lock(out)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                outcomes[i] = Outcome("busy")
+                continue
+            locks.append(lock)
+            notes = _tidy_folder(out, rerun_stale[i])
+            state = cache.inspect_run(out)
+            if state.complete:
+                outcomes[i] = Outcome("cached", state.record, notes=notes)
+            else:
+                todo.append((i, notes, (out / "checkpoint.pt").exists()))
+        with _holding_run():
+            failed = []
+            if len(todo) > 1:
+                try:
+                    members = stacking.train_stack([configs[i] for i, _, _ in todo], [outs[i] for i, _, _ in todo],
+                                                   resume=[resumed for _, _, resumed in todo])
+                except (TrainingInterrupted, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # noqa: BLE001 - the members go on alone, each failure recorded in its folder
+                    last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+                    failed = [f"its stack of {len(todo)} failed ({type(e).__name__}: {last}): trained alone"]
+                else:
+                    seconds = time.perf_counter() - start
+                    for (i, notes, resumed), record in zip(todo, members):
+                        (outs[i] / "failed.json").unlink(missing_ok=True)
+                        outcomes[i] = Outcome("resumed" if resumed else "trained", record, seconds=seconds, notes=notes)
+                    todo = []
+            for i, notes, _ in todo:  # the one member left to train, or the members of a stack that failed
+                outcome = _train_locked(configs[i], outs[i], rerun_stale[i], time.perf_counter())
+                outcome.notes[:0] = notes + failed
+                outcomes[i] = outcome
+    finally:
+        for lock in locks:
+            lock.release()
+    return outcomes
 
 
 def _finish_result(r: Result, outcome: Outcome, log) -> None:
@@ -554,13 +618,20 @@ def _interruption(reason: str, results: list[Result], root: Path) -> str:
             f"{root}; run the same sweep again to resume (complete runs are read back, checkpointed ones continue)")
 
 
-def _run_here(results: list[Result], threads: int | None, rerun: set[str], log, bar: _Progress) -> None:
-    """Train one run after the other in this process; a run another process is training is left for last. The
-    sweep's bar stands for the run's own (the config's ``progress`` is turned off)."""
-    pending, waiting = collections.deque(results), []
+def _run_here(results: list[Result], threads: int | None, rerun: set[str], log, bar: _Progress, stack: int = 1) -> None:
+    """Train one run (or one stack of up to ``stack`` runs) after the other in this process; a run another process is
+    training is left for last. The sweep's bar stands for the run's own (the config's ``progress`` is turned off)."""
+    groups = stacking.plan([r.config for r in results], stack)
+    pending, waiting = collections.deque([results[i] for i in g] for g in groups), []
     with _torch_threads(threads), _StopSignals(trains=True) as signals:
         while pending or waiting:
-            r, wait = (pending.popleft(), False) if pending else (waiting.pop(0), True)
+            group = pending.popleft() if pending else None
+            if group is not None and len(group) > 1:
+                waiting += _run_stack(group, rerun, log, bar)
+                if signals.signum:
+                    raise signals.stopped()
+                continue
+            r, wait = (group[0], False) if group else (waiting.pop(0), True)
             if wait:
                 log(f"{r.name}: waiting for the other process that is training it")
             bar.started(r)
@@ -578,6 +649,27 @@ def _run_here(results: list[Result], threads: int | None, rerun: set[str], log, 
                 bar.finished(r)
             if signals.signum:  # it came while the run wrote its record: the run is complete, the sweep stops
                 raise signals.stopped()
+
+
+def _run_stack(group: list[Result], rerun: set[str], log, bar: _Progress) -> list[Result]:
+    """Train ``group`` as one stack (:func:`train_stacked`); returns the members another process is training."""
+    for r in group:
+        bar.started(r)
+    configs = [r.config if bar.bar.disable else dataclasses.replace(r.config, progress=False) for r in group]
+    try:
+        outcomes = train_stacked(configs, [r.path for r in group], [r.name in rerun for r in group])
+    except TrainingInterrupted as e:
+        log(f"stack of {len(group)} ({group[0].name}, ...): interrupted: {str(e).split('. ')[0]}")
+        raise _Stopped(str(e).split(":")[0], e.signum) from None
+    busy = []
+    for r, outcome in zip(group, outcomes):
+        if outcome.status == "busy":
+            bar.set_aside(r)
+            busy.append(r)
+        else:
+            _finish_result(r, outcome, log)
+            bar.finished(r)
+    return busy
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

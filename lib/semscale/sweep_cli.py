@@ -1,6 +1,6 @@
 """``python -m semscale.sweep``: train a notebook's runs where the accelerator is, bring the records back, render here.
 
-    python -m semscale.sweep --profile gpu --notebook 03 [--deadline 480] [--root DIR] [--jobs 1] [--list]
+    python -m semscale.sweep --profile gpu --notebook 03 [--deadline 480] [--root DIR] [--stack auto] [--list]
     python -m semscale.sweep pack --out DIR [--root DIR] [--profile gpu --notebook 03]   # records, no weights
     python -m semscale.sweep unpack DIR/runs-*.tar.gz [--root DIR]                         # into the run cache
     ./run_all.sh --profile gpu                                                            # renders, trains nothing
@@ -13,8 +13,11 @@ the start as Ctrl-C would: running runs save their checkpoint, finished runs are
 status 3: the sweep is unfinished; the same command later resumes it). The root is ``--root`` or the run cache
 (``$SEMSCALE_RUNS``, :func:`semscale.cache.runs_dir`).
 
+``--stack K|auto`` trains compatible runs K at a time as one network (:mod:`semscale.stack`; auto: 16 on CUDA, 1 on
+the CPU, where stacking was measured slower).
+
 ``--rehearse`` runs the whole path on this machine with the profile's grid shrunk (``REHEARSALS``: a tiny subset,
-2 epochs, one seed where the chapter allows): train into a fresh root, pack, unpack into another fresh root, render
+2 epochs, one seed where the chapter allows): train into a fresh root in stacks of ``REHEARSAL_STACK``, pack, unpack into another fresh root, render
 the notebook from that root with training forbidden, and check that rendering added no run.
 
 Imports on the training path: torch, numpy, pandas, scipy, PyYAML, tqdm, filelock and the study modules'
@@ -85,16 +88,17 @@ def _deadline(seconds: float | None) -> threading.Timer | None:
 
 
 def train(stem: str, params: dict, root: Path, *, jobs: int | None = None, threads: int | None = None,
-          deadline: float | None = None, log=print) -> bool:
+          deadline: float | None = None, stack: int | str = 1, log=print) -> bool:
     """Train what the notebook's grid lacks in ``root``, most important section first. True when every run is
-    complete; False when the deadline stopped the sweep (what is finished is kept, the rest resumes next time)."""
+    complete; False when the deadline stopped the sweep (what is finished is kept, the rest resumes next time).
+    ``stack``: members per stacked network (:mod:`semscale.stack`; "auto": by device, 1 on the CPU)."""
     grids = study_grids(stem, params)
     log(f"{stem} under profile {params['profile']}: " + ", ".join(f"{k} {len(v)}" for k, v in grids.items())
         + f" points -> {root}")
     timer = _deadline(deadline)
     try:
         sweep.run(_points(grids), root, jobs=jobs or params.get("jobs") or 1,
-                  threads=threads or params.get("threads"), log=log)
+                  threads=threads or params.get("threads"), stack=stack, log=log)
     except sweep.SweepInterrupted as stop:
         fired = timer is not None and not timer.is_alive()  # else a signal from outside stopped it
         log(f"deadline of {deadline:g} s reached: {stop}" if fired else str(stop))
@@ -127,15 +131,19 @@ def listing(stem: str, params: dict, root: Path) -> str:
     return "\n".join(lines)
 
 
+#: The rehearsal trains in stacks of this many runs, as the GPU does (``--stack auto`` there), though the CPU would not.
+REHEARSAL_STACK = 4
+
+
 def rehearse(stem: str, profile: str, work: Path, log=print) -> None:
-    """Train the profile's grid shrunk (``REHEARSALS``) into ``work/there``, pack, unpack into ``work/here``, render
+    """Train the profile's grid shrunk (``REHEARSALS``) in stacks into ``work/there``, pack, unpack into ``work/here``, render
     the notebook from there with training forbidden (the runner, in a process of its own: papermill stays off the
     training path) into ``work/results``; SystemExit if any step fails or rendering added a run."""
     if stem not in REHEARSALS:
         raise SystemExit(f"no rehearsal is defined for {stem}; there is one for: {', '.join(REHEARSALS)}")
     params = profiles.parameters(stem, profile, REHEARSALS[stem])
     there, here = work / "there", work / "here"
-    if not train(stem, params, there, log=log):
+    if not train(stem, params, there, stack=REHEARSAL_STACK, log=log):
         raise SystemExit("rehearsal: the training step did not finish")
     archives = transfer.pack(there, work / "packed")
     placed = transfer.unpack(archives, here)
@@ -208,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--deadline", type=float, help="stop cleanly after this many seconds (checkpoints kept)")
     parser.add_argument("--jobs", type=int, help="runs at once (default: the notebook's)")
     parser.add_argument("--threads", type=int, help="threads per run (default: the notebook's)")
+    parser.add_argument("--stack", default="auto", type=lambda v: v if v == "auto" else int(v),
+                        help="runs per stacked network: a number, or auto (by device: 1 on the CPU; needs --jobs 1)")
     parser.add_argument("--list", action="store_true", help="say what the grid holds and what is left to train")
     parser.add_argument("--rehearse", action="store_true", help="train a tiny version here, pack, unpack, render")
     args = parser.parse_args(argv)
@@ -221,6 +231,7 @@ def main(argv=None) -> int:
         print(listing(stem, params, _root(args.root)))
         return 0
     started = time.perf_counter()
-    finished = train(stem, params, _root(args.root), jobs=args.jobs, threads=args.threads, deadline=args.deadline)
+    finished = train(stem, params, _root(args.root), jobs=args.jobs, threads=args.threads, deadline=args.deadline,
+                     stack=args.stack if (args.jobs or params.get("jobs") or 1) == 1 else 1)
     print(f"{stem}: {'complete' if finished else 'stopped at the deadline'} after {time.perf_counter() - started:.0f} s")
     return 0 if finished else UNFINISHED

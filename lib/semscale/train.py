@@ -95,31 +95,50 @@ def train_step(run: Run, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor, we
     return loss, logits
 
 
-def train_epoch(run: Run, state: EpochState, should_stop: typing.Callable[[], bool] = lambda: False, bar=None) -> None:
-    """Train from ``state.next_batch`` to the end of the epoch, or until ``should_stop()`` after an iteration."""
+def begin_epoch(run: Run, state: EpochState) -> bool:
+    """Before an epoch's first batch (or its resumed one): the epoch's learning rate (per-epoch schedules), the
+    loss's epoch, airbench's whitening bias, the hooks' ``before_epoch``. Returns whether DSB weights the loss."""
     cfg = run.config
-    per_step = cfg.schedule in PER_STEP_SCHEDULES
-    if not per_step:
+    if cfg.schedule not in PER_STEP_SCHEDULES:
         run.set_learning_rate(learning_rate(cfg, state.epoch))
     run.loss.set_epoch(state.epoch - 1, cfg.epochs)  # losses count epochs from 0
     if isinstance(run.model, Airbench):  # its whitening bias trains for the first epochs only (airbench94.py line 410)
         run.model.whiten.bias.requires_grad_(state.epoch <= cfg.whiten_bias_epochs)
     for hook in run.hooks:
         hook.before_epoch(run, state.epoch)
-    weighting = cfg.dsb and stage(state.epoch, cfg.dsb_stage_epochs) == "weight"
     run.model.train()
+    return cfg.dsb and stage(state.epoch, cfg.dsb_stage_epochs) == "weight"
+
+
+def step_learning_rate(run: Run, state: EpochState) -> float | None:
+    """The learning rate of the epoch's next step under a per-step schedule (airbench), None under a per-epoch one."""
+    if run.config.schedule not in PER_STEP_SCHEDULES:
+        return None
+    step = (state.epoch - 1) * run.num_batches + state.next_batch  # 0-based, over the whole run
+    return learning_rate(run.config, state.epoch, step, run.total_steps)
+
+
+def count_batch(state: EpochState, y: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor) -> None:
+    """Add a trained batch to the epoch's running loss and per-class correct counts (on the device)."""
+    state.loss_sum += loss.double() * len(y)
+    state.correct.index_add_(0, y, (logits.argmax(1) == y).long())
+    state.next_batch += 1
+
+
+def train_epoch(run: Run, state: EpochState, should_stop: typing.Callable[[], bool] = lambda: False, bar=None) -> None:
+    """Train from ``state.next_batch`` to the end of the epoch, or until ``should_stop()`` after an iteration."""
+    weighting = begin_epoch(run, state)
     start = time.perf_counter()
-    for ids, x, y in pipeline.batches(run.data, cfg, state.order, state.generator, state.next_batch, run.memory_format,
-                                      state.flips):
-        step = (state.epoch - 1) * run.num_batches + state.next_batch  # 0-based, over the whole run
-        if per_step:
-            run.set_learning_rate(learning_rate(cfg, state.epoch, step, run.total_steps))
+    for ids, x, y in pipeline.batches(run.data, run.config, state.order, state.generator, state.next_batch,
+                                      run.memory_format, state.flips):
+        lr = step_learning_rate(run, state)
+        if lr is not None:
+            run.set_learning_rate(lr)
         loss, logits = train_step(run, ids, x, y, weighting, state.generator)
         if run.lookahead is not None:
+            step = (state.epoch - 1) * run.num_batches + state.next_batch
             run.lookahead.step(step + 1, run.total_steps)
-        state.loss_sum += loss.double() * len(ids)
-        state.correct.index_add_(0, y, (logits.argmax(1) == y).long())
-        state.next_batch += 1
+        count_batch(state, y, loss, logits)
         if bar is not None:
             bar.update(len(ids))
         if should_stop():
@@ -252,8 +271,9 @@ def _write_history(out: Path, history: dict) -> None:
 # train
 
 
-def _start(config: TrainConfig, out: Path, resume: bool, hooks):
-    """(run, next epoch, epoch state, history) of a new or resumed run, or the finished run's record."""
+def _start(config: TrainConfig, out: Path, resume: bool, hooks, train_data: pipeline.TrainData | None = None):
+    """(run, next epoch, epoch state, history) of a new or resumed run, or the finished run's record. ``train_data``:
+    the run's data when it is already loaded (the members of a stack share theirs, :mod:`semscale.stack`)."""
     checkpoint_path, run_path = out / "checkpoint.pt", out / "run.json"
     if not resume and (checkpoint_path.exists() or run_path.exists()):
         raise FileExistsError(f"{out} already holds a run: resume it (--resume) or choose another --out")
@@ -269,7 +289,7 @@ def _start(config: TrainConfig, out: Path, resume: bool, hooks):
     saved = _read_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
     warn_combinations(config)
     device = resolve_device(config.device)
-    train_data = pipeline.load_run_data(config, device)
+    train_data = pipeline.load_run_data(config, device) if train_data is None else train_data
     config = resolve(config, train_data.train_counts)
     if saved is not None:
         checkpoint.check_same_config(saved["config"], config)
@@ -397,8 +417,8 @@ def describe(run: Run) -> dict:
     }
 
 
-def _finish(run: Run, out: Path, history: dict, test: dict, state: EpochState) -> dict:
-    """Write per_class.csv, model.pt and run.json; drop the checkpoint."""
+def _finish(run: Run, out: Path, history: dict, test: dict, state: EpochState, stack: dict | None = None) -> dict:
+    """Write per_class.csv, model.pt and run.json (with ``stack``: how the run was stacked); drop the checkpoint."""
     c, d = run.config, run.data
     test_total = np.bincount(d.test_labels.cpu().numpy(), minlength=d.num_classes)
     per_class = pd.DataFrame({
@@ -419,6 +439,8 @@ def _finish(run: Run, out: Path, history: dict, test: dict, state: EpochState) -
         img_per_s=c.epochs * len(d.train_labels) / history["train_seconds"],
         final={**{k: test[k] for k in ("top1", "balanced", "many", "medium", "few")},
                "train_loss": last["train_loss"], "train_acc": last["train_acc"]})
+    if stack is not None:
+        record["stack"] = stack
     records.write_json_atomic(out / "run.json", record)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return record
