@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import tiny_config
-from semscale import cache, cli, records, sweep
+from semscale import cache, cli, features, records, sweep
 from semscale.config import ConfigError
 from semscale.methods import METHODS
 from semscale.train import train
 
 MIRROR = os.environ.get("SEMSCALE_MIRROR")
 EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "top1", "balanced", "many", "medium", "few", "img_per_s", "seconds", "eval_seconds"]
-PER_CLASS_COLUMNS = ["class", "name", "train_count", "test_count", "group", "accuracy", "train_accuracy", "S_prime", "W", "S", "weight", "volume"]
+PER_CLASS_COLUMNS = ["class", "name", "train_count", "test_count", "group", "accuracy", "train_accuracy", "S_prime", "W", "S", "weight", "volume"] + features.SCALE_COLUMNS
 POOL_COLUMNS = ["epoch", "class", "S_prime", "W", "S", "weight", "volume"]
 
 

@@ -41,3 +41,25 @@ def test_class_scales_are_the_scale_modules_measures():
     assert table.volume.is_monotonic_increasing and table.S_prime.iloc[-1] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="split must be one of train, test"):
         features.extract("anywhere", split="val")
+
+
+def test_a_run_records_its_own_feature_scales_and_an_older_run_gets_them_from_its_weights(tmp_path):
+    (result,) = sweep.run(sweep.grid(TINY, seed=[0]), tmp_path, log=lambda line: None)
+    recorded = pd.read_csv(result.path / "per_class.csv")
+    for split in features.SPLITS:  # what the run wrote at its end is what its saved weights give now
+        feats = features.extract(result.path, split=split)
+        centers = scale.class_centers(feats.pooled, feats.labels, 10)
+        np.testing.assert_array_equal(recorded[f"feature_{split}_volume"], scale.class_volumes(feats.pooled, feats.labels, 10))
+        np.testing.assert_array_equal(recorded[f"feature_{split}_volume_full"], scale.class_volumes(feats.features, feats.labels, 10))
+        np.testing.assert_array_equal(recorded[f"feature_{split}_center_distance"], scale.center_distances(centers))
+        s_prime, w, s = scale.imbalance_from_distances(recorded[f"feature_{split}_volume"], recorded[f"feature_{split}_center_distance"], 2.0)
+        np.testing.assert_allclose(s.numpy(), scale.imbalance(scale.class_volumes(feats.pooled, feats.labels, 10), centers, 2.0)[2])
+    assert (recorded.feature_pooled_dim == 64).all() and (recorded.feature_full_dim == 128).all()
+    older = recorded.drop(columns=features.SCALE_COLUMNS)  # a run recorded before the columns existed
+    older.to_csv(result.path / "per_class.csv", index=False)
+    pd.testing.assert_frame_equal(features.run_scales(result.path), recorded)
+    pd.testing.assert_frame_equal(pd.read_csv(result.path / "per_class.csv"), recorded)  # written back, once
+    older.to_csv(result.path / "per_class.csv", index=False)
+    (result.path / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="bring model.pt beside it, or train the run again"):
+        features.run_scales(result.path)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from semscale import pipeline, stats, subsets
+from semscale import pipeline, scale, stats, subsets
 from semscale.config import TrainConfig
 from semscale.study import bias
 
@@ -37,7 +37,7 @@ def test_class_measures_columns_and_alpha():
     rng = torch.Generator().manual_seed(0)
     vol = torch.tensor([10.0, 20.0, 40.0])
     centers = torch.randn(3, 5, generator=rng, dtype=torch.float64)
-    frame = bias.class_measures(vol, centers, [100, 50, 10], alphas=(1.0, 2.0), w_alpha=2.0)
+    frame = bias.class_measures(vol, scale.center_distances(centers), [100, 50, 10], alphas=(1.0, 2.0), w_alpha=2.0)
     assert list(frame.columns[:6]) == ["class", "N", "E_n", "volume", "W", "S_prime"]
     np.testing.assert_allclose(frame.S_prime, [0.25, 0.5, 1.0])
     w_prime = 2 ** frame.W - 2.0  # W = log2(α + W′) at w_alpha = 2

@@ -32,12 +32,12 @@ def _bias_frames():
     measures, per_class = [], []
     for variant, n in counts.items():
         for source in [bias.sample_source(1.0), bias.sample_source(255.0)]:
-            frame = bias.class_measures(rng.uniform(100, 300, 10), rng.normal(size=(10, 4)), n, w_alpha=1.0)
+            frame = bias.class_measures(rng.uniform(100, 300, 10), rng.uniform(1, 2, 10), n, w_alpha=1.0)
             measures.append(frame.assign(variant=variant, source=source, name=names))
         for seed in (0, 1):
             per_class.append(pd.DataFrame({"variant": variant, "model": "cnn", "seed": seed, "class": range(10),
                                            "name": names, "accuracy": rng.uniform(0.3, 0.99, 10)}))
-    features = bias.class_measures(rng.uniform(20, 40, 10), rng.normal(size=(10, 4)), counts["lt"])
+    features = bias.class_measures(rng.uniform(20, 40, 10), rng.uniform(1, 2, 10), counts["lt"])
     measures.append(features.assign(variant="lt", source=bias.FEATURE_SOURCE, name=names, model="cnn", seed=0))
     return pd.concat(measures, ignore_index=True), pd.concat(per_class, ignore_index=True)
 

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 from conftest import RESUME_FIELDS, TINY_COUNTS, InterruptAt, tiny_config
-from semscale import build, losses, pipeline
+from semscale import build, features, losses, pipeline
 from semscale import train as engine
 from semscale.build import Hooks
 from semscale.config import ConfigError
 from semscale.train import TrainingInterrupted
 
 EPOCH_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "top1", "balanced", "many", "medium", "few", "img_per_s", "seconds", "eval_seconds"]
-PER_CLASS_COLUMNS = ["class", "name", "train_count", "test_count", "group", "accuracy", "train_accuracy", "S_prime", "W", "S", "weight", "volume"]
+PER_CLASS_COLUMNS = ["class", "name", "train_count", "test_count", "group", "accuracy", "train_accuracy", "S_prime", "W", "S", "weight", "volume"] + features.SCALE_COLUMNS
 
 
 def _config(**kw):

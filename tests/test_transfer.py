@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import tarfile
 
+import pandas as pd
 import pytest
 from conftest import TINY
 from semscale import cache, results, sweep, transfer
+from semscale.study import bias, marginal
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +75,16 @@ def test_an_archive_with_anything_but_run_records_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no record file of a run"):
         transfer.unpack([bad], tmp_path / "root")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_unpacked_records_without_weights_give_notebooks_01_and_02_their_feature_measures(trained, tmp_path):
+    root, points = trained
+    here = tmp_path / "here"
+    transfer.unpack(transfer.pack(root, tmp_path / "packed"), here)
+    assert not list(here.glob("*/model.pt"))
+    name = cache.run_name(points[0].config())
+    pd.testing.assert_frame_equal(bias.feature_measures(here / name).drop(columns="run"),
+                                  bias.feature_measures(root / name).drop(columns="run"))
+    runs = results.collect(here).runs.assign(dataset="digits", m=0, subset_seed=0)
+    volumes = marginal.feature_volume_curves(runs)
+    assert len(volumes) == 3 * 10 and (volumes.feature_volume_pooled > 0).all() and (volumes.full_dim == 128).all()

@@ -501,40 +501,54 @@ def sample_volume(
 def imbalance(volumes, centers, alpha: float, *, validate: bool = True):
     """The semantic-scale imbalance measure of PAPER.md §2. Returns (S′, W, S), each (C,) float64.
 
-    S′ = Vol / max Vol; w_i = mean Euclidean distance from centre i to the other C − 1 centres;
-    W′ = w / max w; W = log2(α + W′); S = S′ ⊙ W. α ≥ 1 (2 on long-tailed data, 1 on balanced).
-    Results are on volumes' device. With ``validate`` (default), NaN/inf volumes or centres (e.g.
+    S′ = Vol / max Vol; w_i = mean Euclidean distance from centre i to the other C − 1 centres
+    (:func:`center_distances`); W′ = w / max w; W = log2(α + W′); S = S′ ⊙ W. α ≥ 1 (2 on long-tailed data, 1 on
+    balanced). Results are on volumes' device. With ``validate`` (default), NaN/inf volumes or centres (e.g.
     from an empty class) raise a ValueError naming the classes; validation reads to the host.
     """
+    vol = _as_tensor(volumes, "volumes").to(torch.float64)
+    cen = _as_tensor(centers, "centers", vol.device).to(torch.float64)
+    if cen.ndim != 2 or vol.ndim != 1 or cen.shape[0] != vol.shape[0]:
+        raise ValueError(f"centers must be (C, d) with C = {vol.shape[0] if vol.ndim == 1 else '?'}, got shape {tuple(cen.shape)}")
+    if validate:
+        bad_c = (~torch.isfinite(cen).all(dim=1)).nonzero().flatten().tolist()
+        if bad_c:
+            raise ValueError(f"centres of class(es) {bad_c} are NaN or infinite (empty class?); cannot compute the imbalance")
+    return imbalance_from_distances(vol, center_distances(cen), alpha, validate=validate)
+
+
+def center_distances(centers) -> torch.Tensor:
+    """w_i of PAPER.md §2: the mean Euclidean distance from centre i to the other C − 1 centres, (C,) float64."""
+    cen = _as_tensor(centers, "centers").to(torch.float64)
+    dist = torch.cdist(cen[None], cen[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
+    return dist.sum(dim=1) / max(cen.shape[0] - 1, 1)  # one class: 0 (imbalance then says it needs two)
+
+
+def imbalance_from_distances(volumes, distances, alpha: float, *, validate: bool = True):
+    """:func:`imbalance` from the volumes and the centres' mean distances w (:func:`center_distances`): what a run
+    records per class (per_class.csv), so that S′, W and S can be had at any α without the features."""
     alpha = float(alpha)
     if not (math.isfinite(alpha) and alpha >= 1.0):
         raise ValueError(f"alpha must be a finite number >= 1, got {alpha}")
     vol = _as_tensor(volumes, "volumes").to(torch.float64)
-    device = vol.device
-    cen = _as_tensor(centers, "centers", device).to(torch.float64)
+    w = _as_tensor(distances, "distances", vol.device).to(torch.float64)
     if vol.ndim != 1:
         raise ValueError(f"volumes must be 1-D (C,), got shape {tuple(vol.shape)}")
-    if cen.ndim != 2 or cen.shape[0] != vol.shape[0]:
-        raise ValueError(f"centers must be (C, d) with C = {vol.shape[0]}, got shape {tuple(cen.shape)}")
-    C = vol.shape[0]
-    if C < 2:
+    if w.shape != vol.shape:
+        raise ValueError(f"distances must be (C,) with C = {vol.shape[0]}, got shape {tuple(w.shape)}")
+    if vol.shape[0] < 2:
         raise ValueError("imbalance needs at least 2 classes (w_i averages over the other C − 1 centres)")
     if validate:
         bad_v = (~torch.isfinite(vol)).nonzero().flatten().tolist()
         if bad_v:
             raise ValueError(f"volumes of class(es) {bad_v} are NaN or infinite (empty class?); cannot compute the imbalance")
-        bad_c = (~torch.isfinite(cen).all(dim=1)).nonzero().flatten().tolist()
-        if bad_c:
-            raise ValueError(f"centres of class(es) {bad_c} are NaN or infinite (empty class?); cannot compute the imbalance")
         if bool((vol < 0).any()):
             raise ValueError("volumes must be non-negative")
         if not bool(vol.max() > 0):
             raise ValueError("every class has volume 0 (at most one sample each): S′ = Vol / max Vol is undefined")
+        if not bool(w.max() > 0):
+            raise ValueError("all class centres coincide: W′ = w / max w is undefined")
     s_prime = vol / vol.max()
-    dist = torch.cdist(cen[None], cen[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
-    w = dist.sum(dim=1) / (C - 1)
-    if validate and not bool(w.max() > 0):
-        raise ValueError("all class centres coincide: W′ = w / max w is undefined")
     w_prime = w / w.max()
     W = torch.log2(alpha + w_prime)
     return s_prime, W, s_prime * W

@@ -17,8 +17,9 @@ Two-stage configs (``second_stage``) go through :func:`semscale.cli.train_run`.
   once per epoch. The progress bar counts images (rate = img/s).
 * ``record_drift``: the run also measures how far each sample's pooled feature moves between visits
   (:mod:`semscale.drift`, drift_visits.csv and drift_epochs.csv).
-* Outputs under ``out_dir`` (atomic writes): run.json, epochs.csv, per_class.csv, pool_history.csv,
-  model.pt (final weights); checkpoint.pt while the run is unfinished (every ``checkpoint_every`` epochs
+* Outputs under ``out_dir`` (atomic writes): run.json, epochs.csv, per_class.csv (with the semantic scale of
+  the final network's own features on its training subset and the test set: :func:`semscale.features.scale_columns`),
+  pool_history.csv, model.pt (final weights); checkpoint.pt while the run is unfinished (every ``checkpoint_every`` epochs
   and on SIGINT/SIGTERM, which finish the current iteration, save and stop with exit status 128+signal).
 """
 
@@ -38,7 +39,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import cache, checkpoint, metaweight, metrics, pipeline, records
+from . import cache, checkpoint, features, metaweight, metrics, pipeline, records
 from .build import PER_STEP_SCHEDULES, WHITEN_SAMPLE, Hooks, Run, build_run, learning_rate, resolve, resolve_device
 from .checkpoint import TrainingInterrupted
 from .config import ConfigError, TrainConfig, protocol_record, warn_combinations
@@ -429,7 +430,7 @@ def _finish(run: Run, out: Path, history: dict, test: dict, state: EpochState, s
         "group": metrics.shot_groups(d.train_counts),
         "accuracy": test["per_class"],
         "train_accuracy": train_class_accuracy(run, state),
-    }).merge(pool_table(run), on="class")
+    }).merge(pool_table(run), on="class").merge(features.scale_columns(run.model, d, c.pool_dim), on="class")
     records.write_csv_atomic(out / "per_class.csv", per_class)
     records.save_torch_atomic(out / "model.pt", run.model.state_dict())
     last = history["epochs"][-1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import matplotlib.pyplot as plt
@@ -105,17 +106,18 @@ def effective_number(n, beta: float = BETA) -> np.ndarray:
     return np.where(n > 0, -np.expm1(np.maximum(n, 1) * math.log(beta)) / (1.0 - beta), 0.0)
 
 
-def class_measures(volumes, centers, counts, *, alphas: Sequence[float] = ALPHAS, beta: float = BETA,
+def class_measures(volumes, distances, counts, *, alphas: Sequence[float] = ALPHAS, beta: float = BETA,
                    w_alpha: float = 1.0) -> pd.DataFrame:
-    """One row per class: N, E_n, volume, W (at ``w_alpha``), S′ and S at every α (PAPER.md §2)."""
-    volumes = torch.as_tensor(volumes, dtype=torch.float64)
-    centers = torch.as_tensor(centers, dtype=torch.float64)
+    """One row per class: N, E_n, volume, W (at ``w_alpha``), S′ and S at every α (PAPER.md §2), from the volumes
+    and the class centres' mean distances (:func:`semscale.scale.center_distances`)."""
+    volumes = torch.as_tensor(np.asarray(volumes), dtype=torch.float64)
+    distances = torch.as_tensor(np.asarray(distances), dtype=torch.float64)
     counts = np.asarray(counts, dtype=np.int64)
-    s_prime, w, _ = scale.imbalance(volumes, centers, w_alpha)
+    s_prime, w, _ = scale.imbalance_from_distances(volumes, distances, w_alpha)
     frame = pd.DataFrame({"class": np.arange(len(counts)), "N": counts, "E_n": effective_number(counts, beta),
                           "volume": volumes.cpu().numpy(), "W": w.cpu().numpy(), "S_prime": s_prime.cpu().numpy()})
     for a in alphas:
-        frame[s_column(a)] = scale.imbalance(volumes, centers, a)[2].cpu().numpy()
+        frame[s_column(a)] = scale.imbalance_from_distances(volumes, distances, a)[2].cpu().numpy()
     frame["beta"], frame["w_alpha"] = beta, w_alpha
     return frame
 
@@ -128,7 +130,7 @@ def sample_measures(subset: pipeline.TrainingImages, *, pixel_scale: float = 1.0
     vol = scale.sample_volume(subset.images, subset.labels, C, size, pixel_scale=pixel_scale)
     centers = scale.class_centers(scale.sample_features(subset.images, size, pixel_scale=pixel_scale), subset.labels, C)
     counts = np.bincount(subset.labels.numpy(), minlength=C)
-    frame = class_measures(vol, centers, counts, alphas=alphas, beta=beta, w_alpha=w_alpha)
+    frame = class_measures(vol, scale.center_distances(centers), counts, alphas=alphas, beta=beta, w_alpha=w_alpha)
     frame["volume_shrinkage"] = scale.shrinkage_volumes(
         scale.sample_features(subset.images, size, pixel_scale=pixel_scale), subset.labels, C).numpy()
     frame.insert(1, "name", [subset.classes[c] for c in frame["class"]])
@@ -139,16 +141,14 @@ def sample_measures(subset: pipeline.TrainingImages, *, pixel_scale: float = 1.0
 
 
 def feature_measures(run_dir, *, alphas: Sequence[float] = ALPHAS, beta: float = BETA, w_alpha: float = 1.0) -> pd.DataFrame:
-    """The same measures on a trained run's 64-d pooled features of its training subset (final weights, eval mode)."""
-    rf = features.extract(run_dir, split="train")
-    C = len(rf.classes)
-    vol = scale.class_volumes(rf.pooled, rf.labels, C)
-    centers = scale.class_centers(rf.pooled, rf.labels, C)
-    counts = np.bincount(rf.labels.numpy(), minlength=C)
-    frame = class_measures(vol, centers, counts, alphas=alphas, beta=beta, w_alpha=w_alpha)
-    frame["volume_shrinkage"] = scale.shrinkage_volumes(rf.pooled, rf.labels, C).numpy()
-    frame.insert(1, "name", list(rf.classes))
-    frame["source"], frame["run"] = FEATURE_SOURCE, rf.run
+    """The same measures on a trained run's 64-d pooled features of its training subset (final weights, eval mode),
+    as the run recorded them (:func:`semscale.features.run_scales`)."""
+    recorded = features.run_scales(run_dir)
+    frame = class_measures(recorded.feature_train_volume, recorded.feature_train_center_distance, recorded.train_count,
+                           alphas=alphas, beta=beta, w_alpha=w_alpha)
+    frame["volume_shrinkage"] = recorded.feature_train_volume_shrinkage.to_numpy()
+    frame.insert(1, "name", recorded.name.tolist())
+    frame["source"], frame["run"] = FEATURE_SOURCE, Path(run_dir).name
     return frame
 
 

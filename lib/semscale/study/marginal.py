@@ -261,18 +261,16 @@ def grids(params) -> dict[str, list[sweep.Point]]:
 
 def _feature_volumes_of_run(run_dir: str, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
-    feats = features.extract(run_dir, split="test", device="cuda" if torch.cuda.is_available() else "cpu", batch_size=256)
-    C = len(feats.classes)
-    pooled = scale.class_volumes(feats.pooled, feats.labels, C).cpu().numpy()
-    full = scale.class_volumes(feats.features, feats.labels, C).cpu().numpy()
-    return [{"class": c, "feature_volume_pooled": float(p), "feature_volume_full": float(f),
-             "pooled_dim": feats.pooled.shape[1], "full_dim": feats.features.shape[1]}
-            for c, (p, f) in enumerate(zip(pooled, full))]
+    per_class = features.run_scales(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    return [{"class": int(row["class"]), "feature_volume_pooled": float(row["feature_test_volume"]),
+             "feature_volume_full": float(row["feature_test_volume_full"]), "pooled_dim": int(row["feature_pooled_dim"]),
+             "full_dim": int(row["feature_full_dim"])} for _, row in per_class.iterrows()]
 
 
 def feature_volume_curves(runs: pd.DataFrame, jobs: int = 1, threads: int = 1) -> pd.DataFrame:
     """Per run (rows of ``sweep.collect(...).runs``) and class: the volume of its test-split features under the final
-    weights, 64-d pooled (DSB's) and full penultimate. Runs go through ``jobs`` spawned processes."""
+    weights, 64-d pooled (DSB's) and full penultimate, as the run recorded them (:func:`semscale.features.run_scales`:
+    a run recorded before that gets them from its weights once, in ``jobs`` spawned processes)."""
     keys = ["run", "dataset", "m", "model", "seed", "subset_seed"]
     paths = list(runs.path)
     if jobs > 1:
