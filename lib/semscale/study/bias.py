@@ -110,8 +110,8 @@ def class_measures(volumes, distances, counts, *, alphas: Sequence[float] = ALPH
                    w_alpha: float = 1.0) -> pd.DataFrame:
     """One row per class: N, E_n, volume, W (at ``w_alpha``), S′ and S at every α (PAPER.md §2), from the volumes
     and the class centres' mean distances (:func:`semscale.scale.center_distances`)."""
-    volumes = torch.as_tensor(np.asarray(volumes), dtype=torch.float64)
-    distances = torch.as_tensor(np.asarray(distances), dtype=torch.float64)
+    volumes = torch.tensor(np.asarray(volumes, dtype=np.float64))  # a copy: a pandas column's array is read-only
+    distances = torch.tensor(np.asarray(distances, dtype=np.float64))
     counts = np.asarray(counts, dtype=np.int64)
     s_prime, w, _ = scale.imbalance_from_distances(volumes, distances, w_alpha)
     frame = pd.DataFrame({"class": np.arange(len(counts)), "N": counts, "E_n": effective_number(counts, beta),
