@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 
 import numpy as np
 import pandas as pd
@@ -158,3 +160,34 @@ def test_a_failing_stack_trains_its_members_alone_each_failure_in_its_own_folder
     assert any("its stack of 4 failed (ConfigError" in line for line in lines)
     assert all("stack" not in r.record for r in results if r.record)
     assert all((r.path / "failed.json").exists() for r in results if r.status == "failed")
+
+
+def test_a_member_that_diverges_leaves_the_stack_and_the_others_finish(tmp_path):
+    configs = _members()[:2] + [tiny_config(precision="fp32", device="cpu", seed=2, loss="logit-adjusted", logit_tau=1e39)]
+    outs = [tmp_path / f"m{i}" for i in range(3)]
+    with pytest.raises(stack.StackMembersFailed, match=r"1 stacked run\(s\) failed \(configs \[2\]\)") as failed:
+        stack.train_stack(configs, outs)
+    records, errors = failed.value.records, failed.value.errors
+    assert isinstance(errors[2], train.TrainingDiverged) and records[2] is None and errors[:2] == [None, None]
+    assert [r["stack"]["member"] for r in records[:2]] == [0, 1] and not (outs[2] / "run.json").exists()
+    lines = []  # through the sweep: the diverged run's failure is recorded in its own folder, the others trained
+    done = sweep.run(configs, tmp_path / "sweep", stack=3, log=lines.append)
+    assert [r.status for r in done] == ["trained", "trained", "failed"] and "TrainingDiverged" in done[2].error
+    assert (done[2].path / "failed.json").exists() and not any("trained alone" in line for line in lines)
+
+
+def test_a_stop_that_comes_after_the_last_epochs_steps_lets_the_runs_finish(tmp_path, monkeypatch):
+    end_epoch, sent = train.end_epoch, []
+
+    def stop_in_the_last(run, state, history):  # one Ctrl-C while the last epoch is evaluated
+        if state.epoch == run.config.epochs and not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return end_epoch(run, state, history)
+
+    monkeypatch.setattr(train, "end_epoch", stop_in_the_last)
+    records = stack.train_stack(_members(), [tmp_path / f"s{i}" for i in range(3)])
+    sent.clear()
+    alone = train.train(_members()[0], tmp_path / "alone")
+    assert sent  # the signal came in both
+    assert all(r["status"] == "complete" for r in [*records, alone])
+    assert not list(tmp_path.glob("*/checkpoint.pt"))

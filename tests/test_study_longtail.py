@@ -229,3 +229,16 @@ def test_selection_rules_put_the_last_the_held_out_chosen_and_the_best_test_epoc
     assert view["last epoch"] == "61.00 ± 1.41" and view["optimism of best on test"] == "6.50 ± 4.95"
     no_heldout = lt.selection_rules(pd.DataFrame(rows).drop(columns="heldout_top1")).iloc[0]
     assert math.isnan(no_heldout.heldout_chosen_mean) and no_heldout.best_on_test_mean == table.best_on_test_mean
+
+
+def test_the_cost_of_dsb_leaves_stacked_runs_out_whose_time_is_shared():
+    runs = pd.DataFrame([{"dataset_variant": "v", "imbalance": 100.0, "method": m, "seed": s, "img_per_s": r,
+                          "stack_members": k} for m, r in (("CE", 1000.0), ("CE+DSB", 900.0)) for s in (0, 1)
+                         for k in [1 if s == 0 else 4]])
+    cost = lt.cost_table(runs)
+    assert cost.n_pairs.tolist() == [1] and cost.speed_ratio_mean.tolist() == [pytest.approx(0.9)]
+    stacked = lt.cost_table(runs.assign(stack_members=4))
+    assert stacked.empty
+    plots.set_style()
+    assert "every pair trained in a stack" in figure_words(lt.plot_cost(stacked, "H200", 128))
+    plt.close("all")

@@ -143,9 +143,7 @@ class Run:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def set_learning_rate(self, lr: float) -> None:
-        """Every parameter group's learning rate: ``lr`` times its ``lr_scale``."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+        set_learning_rate(self.optimizer, lr)
 
     def store_features(self, ids: torch.Tensor, features: torch.Tensor) -> None:
         """Write a batch's features into the pool (after showing them to the hooks); no-op without a pool."""
@@ -158,6 +156,12 @@ class Run:
     def dsb_weights(self, weighting: bool) -> torch.Tensor | None:
         """DSB's class weights from the whole pool now, or None when the loss is not weighted."""
         return self.pool.scales().weight if weighting else None
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group's learning rate: ``lr`` times its ``lr_scale``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -47,6 +47,7 @@ def _run_row(name: str, path: Path, labels: dict, record: dict) -> dict:
         "wall_seconds": record["wall_seconds"],
         "train_seconds": record["train_seconds"],
         "img_per_s": record["img_per_s"],
+        "stack_members": record.get("stack", {}).get("members", 1),  # > 1: trained in a stack, timing shared
         "device": record["device"],
         "threads": record.get("threads"),
         "git_commit": record["git_commit"],

@@ -508,8 +508,10 @@ def imbalance(volumes, centers, alpha: float, *, validate: bool = True):
     """
     vol = _as_tensor(volumes, "volumes").to(torch.float64)
     cen = _as_tensor(centers, "centers", vol.device).to(torch.float64)
-    if cen.ndim != 2 or vol.ndim != 1 or cen.shape[0] != vol.shape[0]:
-        raise ValueError(f"centers must be (C, d) with C = {vol.shape[0] if vol.ndim == 1 else '?'}, got shape {tuple(cen.shape)}")
+    if vol.ndim != 1:
+        raise ValueError(f"volumes must be 1-D (C,), got shape {tuple(vol.shape)}")
+    if cen.ndim != 2 or cen.shape[0] != vol.shape[0]:
+        raise ValueError(f"centers must be (C, d) with C = {vol.shape[0]}, got shape {tuple(cen.shape)}")
     if validate:
         bad_c = (~torch.isfinite(cen).all(dim=1)).nonzero().flatten().tolist()
         if bad_c:

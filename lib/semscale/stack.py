@@ -22,12 +22,16 @@ reweighted/adjusted-softmax family and their parameters, evaluation and checkpoi
 * At the end of every epoch (and before a checkpoint) the stacked weights, batch-norm statistics and optimiser
   state are written back into the members' own models and optimisers; evaluation, CDB's update, the records and
   the checkpoints are then the engine's own per run (:mod:`semscale.train`). So each member's folder holds the files
-  of a separate run (same names, same columns) under its config's hash; run.json adds ``stack`` (members, index).
-  A stacked member's checkpoint resumes alone or in a stack.
+  of a separate run (same names, same columns) under its config's hash; run.json adds ``stack`` (how many members
+  the stack started with, this member's place). A stacked member's checkpoint resumes alone or in a stack.
+* A member whose training diverges leaves the stack at the end of that epoch; the others go on in a smaller stack
+  (:class:`StackMembersFailed` names it afterwards).
 * What differs from separate runs: floating-point summation order (a grouped convolution is not the same kernel),
   so members match separate runs to rounding at the first step and drift apart like runs on two machines after
-  that (the equivalence tests bound it); ``train_seconds`` and ``img_per_s`` of a member are the stack's (its K
-  members shared that time); hooks see a member's ``run.model`` as of the last epoch end.
+  that (the equivalence tests bound it); a member's ``train_seconds`` (and per-epoch ``seconds``) are the time the
+  whole stack took, so its ``img_per_s`` is its own images over that shared time (1/K of the stack's rate): no
+  measure of a method's cost (:func:`semscale.study.longtail.cost_table` leaves stacked runs out); every member
+  writes a checkpoint when any member's ``checkpoint_every`` is due.
 * Not stackable (:func:`not_stackable`): Meta-Weight-Net (its meta step), second stages, ``torch.compile``,
   lookahead and the airbench networks (their whitening layer's bias freezes mid-run).
 """
@@ -46,11 +50,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint, pipeline, train
-from .build import Hooks, Run, resolve_device
+from .build import Run, resolve_device, set_learning_rate
 from .checkpoint import TrainingInterrupted
 from .config import ConfigError, TrainConfig
 
-__all__ = ["MEMBER_FIELDS", "stack_key", "not_stackable", "plan", "auto_size", "StackedNetwork", "train_stack"]
+__all__ = ["MEMBER_FIELDS", "stack_key", "not_stackable", "plan", "auto_size", "StackedNetwork", "StackMembersFailed",
+           "train_stack"]
 
 #: The fields in which the members of one stack may differ.
 MEMBER_FIELDS = (
@@ -163,10 +168,6 @@ class StackedNetwork:
                         k: torch.stack([s[k] for s in states]) if v.dim() else v.clone() for k, v in states[0].items()}
         return optimizer
 
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-
     @torch.no_grad()
     def write_back(self) -> None:
         """Each member's slice of the weights, batch-norm statistics and optimiser state into its own run."""
@@ -208,21 +209,36 @@ def stacked_step(net: StackedNetwork, batches: list[tuple], weighting: list[bool
 
 
 class _Member(typing.NamedTuple):
-    index: int
+    index: int  # in train_stack's configs
+    config: TrainConfig  # as given (the run resolves it)
     out: Path
+    resume: bool
     run: Run
     history: dict
 
 
-def train_stack(configs: typing.Sequence[TrainConfig], out_dirs: typing.Sequence, resume: bool | typing.Sequence[bool] = False,
-                hooks: typing.Iterable[Hooks] = ()) -> list[dict]:
+class StackMembersFailed(RuntimeError):
+    """Some members of a stack failed (their training diverged); the others finished. ``records`` and ``errors``:
+    one per config of :func:`train_stack`, None where the member failed or where it did not."""
+
+    def __init__(self, records: list[dict | None], errors: list[BaseException | None]):
+        failed = [i for i, e in enumerate(errors) if e is not None]
+        super().__init__(f"{len(failed)} stacked run(s) failed (configs {failed}), the others finished: "
+                         + "; ".join(f"{type(errors[i]).__name__}: {errors[i]}" for i in failed[:3]))
+        self.records, self.errors = records, errors
+
+
+def train_stack(configs: typing.Sequence[TrainConfig], out_dirs: typing.Sequence,
+                resume: bool | typing.Sequence[bool] = False) -> list[dict]:
     """Train the runs of ``configs`` into ``out_dirs`` as stacks and return their records, in order (each also in its
     folder's run.json, as :func:`semscale.train.train` writes it).
 
     ``resume`` (one for all, or one per run) as in :func:`semscale.train.train`: finished runs are read back;
-    members that stopped at different points continue in stacks of those at the same point. ConfigError when the
-    configs cannot share a stack (:func:`stack_key`, :func:`not_stackable`). Raises TrainingInterrupted after
-    saving every member's checkpoint on SIGINT/SIGTERM or ``stop_after_epoch``."""
+    members that stopped at different points continue in stacks of those at the same point (one alone trains as a
+    plain run). ConfigError when the configs cannot share a stack (:func:`stack_key`, :func:`not_stackable`).
+    Raises TrainingInterrupted after saving every member's checkpoint on SIGINT/SIGTERM or ``stop_after_epoch``, and
+    StackMembersFailed after the others finished when a member's training diverged (it leaves the stack at once)."""
+    wall_start = time.perf_counter()
     configs, outs = list(configs), [Path(o) for o in out_dirs]
     resumes = [resume] * len(configs) if isinstance(resume, bool) else list(resume)
     if not (len(configs) == len(outs) == len(resumes)) or not configs:
@@ -235,35 +251,48 @@ def train_stack(configs: typing.Sequence[TrainConfig], out_dirs: typing.Sequence
         raise ConfigError("these configs cannot share a stack: they differ outside MEMBER_FIELDS (semscale.stack)")
     device = resolve_device(configs[0].device)
     data = pipeline.load_data(configs[0], device, heldout=any(c.reweight == "cdb" or c.eval_heldout for c in configs))
-    hooks = list(hooks)
     records: list[dict | None] = [None] * len(configs)
+    errors: list[BaseException | None] = [None] * len(configs)
     waiting: dict[tuple, list[tuple]] = {}
     for i, (config, out, again) in enumerate(zip(configs, outs, resumes)):
-        started = train._start(config, out, again, hooks, data)
+        started = train._start(config, out, again, [], data)
         if isinstance(started, dict):
             records[i] = started
         else:
             run, next_epoch, state, history = started
             at = (next_epoch, state.next_batch if state else 0)
-            waiting.setdefault(at, []).append((_Member(i, out, run, history), state))
+            waiting.setdefault(at, []).append((_Member(i, config, out, again, run, history), state))
     for at in sorted(waiting):
-        for i, record in _train_members(waiting[at], at[0]).items():
+        group = waiting[at]
+        if len(group) == 1:  # nothing to stack it with
+            member = group[0][0]
+            records[member.index] = train.train(member.config, member.out, resume=member.resume)
+            continue
+        finished, failed = _train_members(group, at[0], wall_start)
+        for i, record in finished.items():
             records[i] = record
+        for i, error in failed.items():
+            errors[i] = error
+        wall_start = time.perf_counter()  # a later group's clock starts when it does
+    if any(e is not None for e in errors):
+        raise StackMembersFailed(records, errors)
     return records
 
 
-def _train_members(members: list[tuple[_Member, train.EpochState | None]], next_epoch: int) -> dict[int, dict]:
-    """Train members that stand at the same point as one stack to the end; their records by index."""
-    runs = [m.run for m, _ in members]
+def _train_members(members: list[tuple[_Member, train.EpochState | None]], next_epoch: int,
+                   wall_start: float) -> tuple[dict[int, dict], dict[int, BaseException]]:
+    """Train members that stand at the same point as one stack to the end: their records, and the errors of those
+    whose training diverged (each left the stack in the epoch it diverged), by index."""
     states = [s for _, s in members]
     members = [m for m, _ in members]
-    config, n, size = runs[0].config, len(runs[0].data.train_labels), len(runs)
+    config, n, size = members[0].run.config, len(members[0].run.data.train_labels), len(members)
     for m in members:
         m.out.mkdir(parents=True, exist_ok=True)
-    net = StackedNetwork(runs)
-    wall_start = time.perf_counter()
+    net = StackedNetwork([m.run for m in members])
+    failed: dict[int, BaseException] = {}
 
     def save(next_epoch: int, current: list | None, stop) -> None:
+        """Every member's checkpoint (also those whose checkpoint_every is not due: they train in one network)."""
         nonlocal wall_start
         net.write_back()
         elapsed, wall_start = time.perf_counter() - wall_start, time.perf_counter()
@@ -275,28 +304,39 @@ def _train_members(members: list[tuple[_Member, train.EpochState | None]], next_
 
     def stop_here(epoch: int, current: list | None, reason: str, signum: int | None, stop):
         save(epoch if current is not None else epoch + 1, current, stop)
-        where = (f"epoch {epoch}, iteration {current[0].next_batch}/{runs[0].num_batches}" if current
+        where = (f"epoch {epoch}, iteration {current[0].next_batch}/{members[0].run.num_batches}" if current
                  else f"the end of epoch {epoch}")
-        raise TrainingInterrupted(f"{reason}: stopped at {where}; checkpoints saved for the {size} stacked runs "
-                                  f"({', '.join(str(m.out) for m in members[:3])}{', ...' if size > 3 else ''}). "
+        raise TrainingInterrupted(f"{reason}: stopped at {where}; checkpoints saved for the {len(members)} stacked runs "
+                                  f"({', '.join(str(m.out) for m in members[:3])}{', ...' if len(members) > 3 else ''}). "
                                   f"Continue with the same call and resume=True", members[0].out, signum)
 
     done = (next_epoch - 1) * n + (states[0].next_batch * config.batch_size if states[0] else 0)
     bar = tqdm(total=config.epochs * n * size, initial=min(done, config.epochs * n) * size, unit="img",
                unit_scale=True, disable=not config.progress, dynamic_ncols=True)
-    tests = [None] * size
+    tests, positions = [None] * size, list(range(size))  # positions: each member's place in the stack as it started
     with checkpoint.stop_signals() as stop, bar:
         for epoch in range(next_epoch, config.epochs + 1):
-            bar.set_description(f"stack of {size}, epoch {epoch}/{config.epochs}")
-            states = [s if s is not None and s.epoch == epoch else train.new_epoch(r, epoch) for r, s in zip(runs, states)]
+            bar.set_description(f"stack of {len(members)}, epoch {epoch}/{config.epochs}")
+            states = [s if s is not None and s.epoch == epoch else train.new_epoch(m.run, epoch) for m, s in zip(members, states)]
             _train_epoch(net, states, lambda: stop.requested, bar)
-            if states[0].next_batch < runs[0].num_batches:
+            if states[0].next_batch < members[0].run.num_batches:
                 stop_here(epoch, states, signal.Signals(stop.signum).name, stop.signum, stop)
             net.write_back()
+            healthy = []
             for k, (m, state) in enumerate(zip(members, states)):
-                tests[k] = train.end_epoch(m.run, state, m.history)
+                try:
+                    tests[k] = train.end_epoch(m.run, state, m.history)
+                except train.TrainingDiverged as e:  # it leaves the stack; the others go on
+                    failed[m.index] = e
+                    continue
                 train._write_history(m.out, m.history)
-            if stop.requested:
+                healthy.append(k)
+            if not healthy:
+                return {}, failed
+            if len(healthy) < len(members):
+                members, states, tests, positions = ([x[k] for k in healthy] for x in (members, states, tests, positions))
+                net = StackedNetwork([m.run for m in members])  # from the written-back weights and optimiser state
+            if stop.requested and epoch < config.epochs:  # after the last epoch the runs finish: only records are left
                 stop_here(epoch, None, signal.Signals(stop.signum).name, stop.signum, stop)
             if epoch < config.epochs and epoch == config.stop_after_epoch:
                 stop_here(epoch, None, f"stop_after_epoch={epoch}", None, stop)
@@ -308,8 +348,8 @@ def _train_members(members: list[tuple[_Member, train.EpochState | None]], next_
     for k, (m, state) in enumerate(zip(members, states)):
         m.history["wall_seconds"] += elapsed
         records[m.index] = train._finish(m.run, m.out, m.history, tests[k], state,
-                                         stack={"members": size, "member": k, "network": "torch.func.vmap (grouped)"})
-    return records
+                                         stack={"members": size, "member": positions[k], "network": "torch.func.vmap (grouped)"})
+    return records, failed
 
 
 def _train_epoch(net: StackedNetwork, states: list[train.EpochState], should_stop, bar) -> None:
@@ -324,7 +364,7 @@ def _train_epoch(net: StackedNetwork, states: list[train.EpochState], should_sto
     for batches in zip(*streams):
         lr = train.step_learning_rate(runs[0], states[0])
         if lr is not None:
-            net.set_learning_rate(lr)
+            set_learning_rate(net.optimizer, lr)
         for state, (_, _, y), (loss, logits) in zip(states, batches, stacked_step(net, list(batches), weighting)):
             train.count_batch(state, y, loss, logits)
         if bar is not None:

@@ -25,9 +25,10 @@
   the sweep's process (Linux's parent-death signal; elsewhere a thread that watches the parent), checkpointing
   first, so a killed sweep leaves no process behind.
 * ``stack=K`` (or ``"auto"``: :func:`semscale.stack.auto_size`, 1 on the CPU) trains compatible points K at a time as
-  one network (:mod:`semscale.stack`); each member lands in its own folder with the files of a separate run. A stack
-  that fails (one member's loss stops being finite, ...) is trained again member by member, each failure recorded
-  in its own folder. Stacks need ``jobs=1`` and the local executor.
+  one network (:mod:`semscale.stack`); each member lands in its own folder with the files of a separate run. A member
+  whose training diverges leaves its stack (its failure recorded in its folder) and the others go on; a stack that
+  fails otherwise (a config refused, out of memory, ...) is trained again member by member, each failure recorded in
+  its own folder. Stacks need ``jobs=1`` and the local executor.
 * ``executor="slurm"`` sends the runs to a Slurm cluster through submitit (``Slurm`` sets partition, GPUs,
   time and runs per job); ``Slurm(cluster="local")`` or ``"debug"`` uses submitit's local executors.
 * ``SEMSCALE_RENDER_ONLY=1`` (``./run_all.sh --render-only``, always for the ``gpu`` profile): complete runs are read
@@ -505,14 +506,14 @@ def train_stacked(configs: list[TrainConfig], outs: list[Path], rerun_stale: lis
                                                    resume=[resumed for _, _, resumed in todo])
                 except (TrainingInterrupted, KeyboardInterrupt):
                     raise
+                except stacking.StackMembersFailed as e:  # some diverged (and left the stack), the others finished
+                    _stack_outcomes(todo, outs, configs, e.records, e.errors, start, outcomes)
+                    todo = []
                 except Exception as e:  # noqa: BLE001 - the members go on alone, each failure recorded in its folder
                     last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
                     failed = [f"its stack of {len(todo)} failed ({type(e).__name__}: {last}): trained alone"]
                 else:
-                    seconds = time.perf_counter() - start
-                    for (i, notes, resumed), record in zip(todo, members):
-                        (outs[i] / "failed.json").unlink(missing_ok=True)
-                        outcomes[i] = Outcome("resumed" if resumed else "trained", record, seconds=seconds, notes=notes)
+                    _stack_outcomes(todo, outs, configs, members, [None] * len(todo), start, outcomes)
                     todo = []
             for i, notes, _ in todo:  # the one member left to train, or the members of a stack that failed
                 outcome = _train_locked(configs[i], outs[i], rerun_stale[i], time.perf_counter())
@@ -522,6 +523,20 @@ def train_stacked(configs: list[TrainConfig], outs: list[Path], rerun_stale: lis
         for lock in locks:
             lock.release()
     return outcomes
+
+
+def _stack_outcomes(todo: list, outs: list[Path], configs: list[TrainConfig], records: list, errors: list,
+                    start: float, outcomes: list) -> None:
+    """Each stacked member's Outcome: trained (or resumed), or failed by itself (recorded in its failed.json)."""
+    seconds = time.perf_counter() - start
+    for (i, notes, resumed), record, error in zip(todo, records, errors):
+        if error is None:
+            (outs[i] / "failed.json").unlink(missing_ok=True)
+            outcomes[i] = Outcome("resumed" if resumed else "trained", record, seconds=seconds, notes=notes)
+        else:
+            text = "".join(traceback.format_exception(error))
+            _write_failure(outs[i], text, configs[i], retry=isinstance(error, TRANSIENT))
+            outcomes[i] = Outcome("failed", error=text, seconds=seconds, notes=notes)
 
 
 def _finish_result(r: Result, outcome: Outcome, log) -> None:

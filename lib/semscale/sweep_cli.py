@@ -231,7 +231,10 @@ def main(argv=None) -> int:
         print(listing(stem, params, _root(args.root)))
         return 0
     started = time.perf_counter()
-    finished = train(stem, params, _root(args.root), jobs=args.jobs, threads=args.threads, deadline=args.deadline,
-                     stack=args.stack if (args.jobs or params.get("jobs") or 1) == 1 else 1)
+    jobs = args.jobs or params.get("jobs") or 1
+    if jobs > 1 and args.stack not in (1, "auto"):
+        parser.error(f"--stack {args.stack} trains in one process: it needs --jobs 1 (the notebook's jobs are {jobs})")
+    finished = train(stem, params, _root(args.root), jobs=jobs, threads=args.threads, deadline=args.deadline,
+                     stack=args.stack if jobs == 1 else 1)
     print(f"{stem}: {'complete' if finished else 'stopped at the deadline'} after {time.perf_counter() - started:.0f} s")
     return 0 if finished else UNFINISHED

@@ -20,7 +20,8 @@ Two-stage configs (``second_stage``) go through :func:`semscale.cli.train_run`.
 * Outputs under ``out_dir`` (atomic writes): run.json, epochs.csv, per_class.csv (with the semantic scale of
   the final network's own features on its training subset and the test set: :func:`semscale.features.scale_columns`),
   pool_history.csv, model.pt (final weights); checkpoint.pt while the run is unfinished (every ``checkpoint_every`` epochs
-  and on SIGINT/SIGTERM, which finish the current iteration, save and stop with exit status 128+signal).
+  and on SIGINT/SIGTERM, which finish the current iteration, save and stop with exit status 128+signal; a signal
+  that comes once the last epoch's iterations are done lets the run write its records instead).
 """
 
 from __future__ import annotations
@@ -137,8 +138,7 @@ def train_epoch(run: Run, state: EpochState, should_stop: typing.Callable[[], bo
             run.set_learning_rate(lr)
         loss, logits = train_step(run, ids, x, y, weighting, state.generator)
         if run.lookahead is not None:
-            step = (state.epoch - 1) * run.num_batches + state.next_batch
-            run.lookahead.step(step + 1, run.total_steps)
+            run.lookahead.step((state.epoch - 1) * run.num_batches + state.next_batch + 1, run.total_steps)
         count_batch(state, y, loss, logits)
         if bar is not None:
             bar.update(len(ids))
@@ -372,7 +372,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, hooks: typing.Iter
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
                             **({"test": f"{test['top1']:.3f}"} if test else {}))
             _write_history(out, history)
-            if stop.requested:
+            if stop.requested and epoch < config.epochs:  # after the last epoch the run finishes: only its records are left
                 stop_here(epoch, None, signal.Signals(stop.signum).name, stop.signum)
             if epoch < config.epochs and epoch == config.stop_after_epoch:
                 stop_here(epoch, None, f"stop_after_epoch={epoch}", None)

@@ -269,9 +269,12 @@ def cost_table(runs: pd.DataFrame, epochs: pd.DataFrame | None = None, *, by: It
 
     ``speed_ratio`` = img/s with DSB / img/s without (the paper reports ≈ 0.9); ``weight_epoch_ratio`` = mean
     seconds of the baseline's epochs over the DSB run's epochs in DSB's weighting stage (same epochs). The
-    baseline keeps the pool too (``track_pool``), so this is the cost of recomputing S every iteration.
+    baseline keeps the pool too (``track_pool``), so this is the cost of recomputing S every iteration. Stacked runs
+    (``stack_members`` > 1) are left out: their time is their stack's, shared with the other members.
     """
     by = list(by)
+    if "stack_members" in runs:
+        runs = runs[runs.stack_members.fillna(1) <= 1]
     rows = []
     for name, _ in dsb_pairs(runs[method]):
         part = runs[runs[method].isin([name, name + DSB_SUFFIX])]
@@ -472,6 +475,9 @@ def plot_ablations(differences: pd.DataFrame, title: str) -> plt.Figure:
 
 def plot_cost(cost: pd.DataFrame, device: str, batch_size: int) -> plt.Figure:
     """DSB's speed over the baseline's in the weighting epochs, per method, beside the paper's ≈ 0.9."""
+    if cost.empty:
+        return message_figure("No DSB cost measured: every pair trained in a stack, whose members share their time\n"
+                              "(semscale.stack). Time DSB with runs trained alone (stack=1).")
     fig, ax = plt.subplots(figsize=(7, 3.2))
     sns.barplot(cost, x="method", y="weight_epoch_ratio", hue="dataset_variant", ax=ax)
     ax.axhline(0.9, color="black", ls=":", label="paper: ≈ 0.9")
