@@ -65,18 +65,25 @@ def features_of(model, images: torch.Tensor, mean: torch.Tensor, std: torch.Tens
                       for s in range(0, len(images), batch_size)])
 
 
+def _trained(run_dir: Path, device: str) -> tuple[TrainConfig, pipeline.TrainData, torch.nn.Module]:
+    """A finished run's config, its data (run.json: subset, resize, normalisation) and its network with the final
+    weights (model.pt), on ``device``."""
+    config = _config_of(run_dir, device)
+    dev = torch.device(device)
+    data = pipeline.load_data(config, dev)
+    model = build_network(config, data.num_classes, data.train_images.shape[1], dev)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=dev, weights_only=True))
+    return config, data, model
+
+
 @torch.no_grad()
 def extract(run_dir, split: str = "test", *, device: str = "cpu", batch_size: int = 512) -> RunFeatures:
     """The penultimate and pooled features of ``split`` ("train" or "test") under the run's final weights."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     run_dir = Path(run_dir)
-    config = _config_of(run_dir, device)
-    dev = torch.device(device)
-    data = pipeline.load_data(config, dev)
+    config, data, model = _trained(run_dir, device)
     images, labels = (data.train_images, data.train_labels) if split == "train" else (data.test_images, data.test_labels)
-    model = build_network(config, data.num_classes, images.shape[1], dev)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=dev, weights_only=True))
     model.eval()
     feats = features_of(model, images, data.mean, data.std, batch_size)
     return RunFeatures(feats, pooled(feats, config.pool_dim), labels, data.classes, split, run_dir.name)
@@ -123,11 +130,7 @@ def run_scales(run_dir, *, device: str = "cpu") -> pd.DataFrame:
     if not (run_dir / "model.pt").exists():
         raise FileNotFoundError(f"{run_dir} was recorded before runs kept their feature scales and its weights "
                                 f"(model.pt) are not here: bring model.pt beside it, or train the run again")
-    config = _config_of(run_dir, device)
-    dev = torch.device(device)
-    data = pipeline.load_data(config, dev)
-    model = build_network(config, data.num_classes, data.train_images.shape[1], dev)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=dev, weights_only=True))
+    config, data, model = _trained(run_dir, device)
     columns = scale_columns(model, data, config.pool_dim)
     per_class = per_class.drop(columns=[c for c in SCALE_COLUMNS if c in per_class]).merge(columns, on="class")
     records.write_csv_atomic(run_dir / "per_class.csv", per_class)

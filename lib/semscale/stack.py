@@ -159,13 +159,13 @@ class StackedNetwork:
             stacked = [self.params[self.names[id(p)]] for p in group["params"]]
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": stacked})
         optimizer = type(first)(groups, **first.defaults)
-        for group_index, group in enumerate(first.param_groups):
-            for p_index, p in enumerate(group["params"]):
-                states = [run.optimizer.state.get(run.optimizer.param_groups[group_index]["params"][p_index], {})
-                          for run in self.runs]
+        members = [run.optimizer for run in self.runs]
+        for stacked_group, *member_groups in zip(optimizer.param_groups, *(o.param_groups for o in members)):
+            for stacked, *params in zip(stacked_group["params"], *(g["params"] for g in member_groups)):
+                states = [o.state.get(p, {}) for o, p in zip(members, params)]
                 if states[0]:  # a resumed run: its momentum (SGD) or moments (Adam)
-                    optimizer.state[groups[group_index]["params"][p_index]] = {
-                        k: torch.stack([s[k] for s in states]) if v.dim() else v.clone() for k, v in states[0].items()}
+                    optimizer.state[stacked] = {k: torch.stack([s[k] for s in states]) if v.dim() else v.clone()
+                                                for k, v in states[0].items()}
         return optimizer
 
     @torch.no_grad()

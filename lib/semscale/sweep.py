@@ -656,12 +656,8 @@ def _run_here(results: list[Result], threads: int | None, rerun: set[str], log, 
             except TrainingInterrupted as e:
                 log(f"{r.name}: interrupted: {str(e).split('. ')[0]}")
                 raise _Stopped(str(e).split(":")[0], e.signum) from None
-            if outcome.status == "busy":
-                bar.set_aside(r)
+            if _settle(r, outcome, log, bar):
                 waiting.append(r)
-            else:
-                _finish_result(r, outcome, log)
-                bar.finished(r)
             if signals.signum:  # it came while the run wrote its record: the run is complete, the sweep stops
                 raise signals.stopped()
 
@@ -676,15 +672,17 @@ def _run_stack(group: list[Result], rerun: set[str], log, bar: _Progress) -> lis
     except TrainingInterrupted as e:
         log(f"stack of {len(group)} ({group[0].name}, ...): interrupted: {str(e).split('. ')[0]}")
         raise _Stopped(str(e).split(":")[0], e.signum) from None
-    busy = []
-    for r, outcome in zip(group, outcomes):
-        if outcome.status == "busy":
-            bar.set_aside(r)
-            busy.append(r)
-        else:
-            _finish_result(r, outcome, log)
-            bar.finished(r)
-    return busy
+    return [r for r, outcome in zip(group, outcomes) if _settle(r, outcome, log, bar)]
+
+
+def _settle(r: Result, outcome: Outcome, log, bar: _Progress) -> bool:
+    """Log a run's outcome and count it on the bar; True when another process is training it (left for later)."""
+    if outcome.status == "busy":
+        bar.set_aside(r)
+        return True
+    _finish_result(r, outcome, log)
+    bar.finished(r)
+    return False
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -112,12 +112,16 @@ def begin_epoch(run: Run, state: EpochState) -> bool:
     return cfg.dsb and stage(state.epoch, cfg.dsb_stage_epochs) == "weight"
 
 
+def next_step(run: Run, state: EpochState) -> int:
+    """The 0-based index, over the whole run, of the epoch's next step."""
+    return (state.epoch - 1) * run.num_batches + state.next_batch
+
+
 def step_learning_rate(run: Run, state: EpochState) -> float | None:
     """The learning rate of the epoch's next step under a per-step schedule (airbench), None under a per-epoch one."""
     if run.config.schedule not in PER_STEP_SCHEDULES:
         return None
-    step = (state.epoch - 1) * run.num_batches + state.next_batch  # 0-based, over the whole run
-    return learning_rate(run.config, state.epoch, step, run.total_steps)
+    return learning_rate(run.config, state.epoch, next_step(run, state), run.total_steps)
 
 
 def count_batch(state: EpochState, y: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor) -> None:
@@ -138,7 +142,7 @@ def train_epoch(run: Run, state: EpochState, should_stop: typing.Callable[[], bo
             run.set_learning_rate(lr)
         loss, logits = train_step(run, ids, x, y, weighting, state.generator)
         if run.lookahead is not None:
-            run.lookahead.step((state.epoch - 1) * run.num_batches + state.next_batch + 1, run.total_steps)
+            run.lookahead.step(next_step(run, state) + 1, run.total_steps)
         count_batch(state, y, loss, logits)
         if bar is not None:
             bar.update(len(ids))
